@@ -1,0 +1,40 @@
+// The attention problem as libsdpa sees it: raw pointers, shapes and element strides.
+//
+// Layout is (batch, head, seq, dim) for every tensor, the PyTorch SDPA convention; any strides are
+// allowed as long as the last (dim) stride is 1. Strides are int64 so tensors past 2^31 elements work.
+#pragma once
+
+#include <cstdint>
+
+#include "sdpa/dtype.hpp"
+
+namespace sdpa {
+
+// One (B, H, S, D) operand. The dim stride is always 1 and therefore not stored.
+struct TensorView {
+  const void* data = nullptr;
+  int64_t stride_batch = 0;
+  int64_t stride_head = 0;
+  int64_t stride_seq = 0;
+};
+
+struct AttentionProblem {
+  DType dtype = DType::kBFloat16;  // of q, k, v and o
+  int batch = 0;
+  int heads_q = 0;
+  int heads_kv = 0;  // heads_q % heads_kv == 0; query head h reads kv head h / (heads_q / heads_kv)
+  int seqlen_q = 0;
+  int seqlen_kv = 0;
+  int head_dim = 0;  // of q, k and v alike
+  TensorView q;
+  TensorView k;
+  TensorView v;
+  TensorView o;          // written; data is cast from const
+  float* lse = nullptr;  // optional (B, heads_q, seqlen_q) fp32, contiguous, natural-log log-sum-exp
+  float scale = 1.0f;    // applied to q.k before any bias is added
+  void* stream = nullptr;  // cudaStream_t; nullptr = the legacy default stream
+
+  int group_size() const { return heads_kv > 0 ? heads_q / heads_kv : 0; }
+};
+
+}  // namespace sdpa

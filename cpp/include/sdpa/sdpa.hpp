@@ -1,0 +1,47 @@
+// libsdpa's public entry points. Include this one header.
+//
+//   sdpa::AttentionProblem problem = ...;   // device pointers, shapes, strides, stream
+//   sdpa::BiasDesc bias;                     // kind + causal variant + parameters
+//   bias.kind = sdpa::BiasKind::kAlibi; bias.causal = sdpa::CausalVariant::kUpperLeft; ...
+//   sdpa::Status status = sdpa::forward(problem, bias);
+//
+// forward() never falls back: when no fused kernel covers the problem it returns kNotCompiled or
+// kUnsupported with the reason, and select_forward() gives the same answer without launching.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "sdpa/bias.hpp"
+#include "sdpa/dtype.hpp"
+#include "sdpa/problem.hpp"
+#include "sdpa/status.hpp"
+
+namespace sdpa {
+
+// Checks shapes, strides and bias parameters against the documented preconditions (no device access).
+Status validate(const AttentionProblem& problem, const BiasDesc& bias);
+
+// Which fused kernel forward() would run. When none would, `kernel` is empty and `status` says why.
+struct KernelChoice {
+  Status status;
+  std::string kernel;  // e.g. "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd128>"
+};
+KernelChoice select_forward(const AttentionProblem& problem, const BiasDesc& bias);
+
+// Runs the fused forward kernel asynchronously on problem.stream. Writes problem.o and, when
+// problem.lse is set, the per-row log-sum-exp (-inf for rows where every key is masked; their output is 0).
+Status forward(const AttentionProblem& problem, const BiasDesc& bias);
+
+// The slow, obviously-correct oracle on host memory: q, k, v, o and a dense bias are fp32 (a mask is
+// DType::kBool), the arithmetic is fp64, and the bias formulas are evaluated directly, not through the
+// kernels' bias traits. problem.dtype must be kFloat32.
+Status reference_forward(const AttentionProblem& problem, const BiasDesc& bias);
+
+// Names of the fused kernels compiled into this build, one per (bias trait, dtype, head dim).
+std::vector<std::string> compiled_kernels();
+
+// Whether this build holds CUDA kernels at all.
+bool built_with_cuda();
+
+}  // namespace sdpa

@@ -1,0 +1,49 @@
+// ALiBi (Press et al., 2022): a per-head linear penalty on the distance between query and key,
+//
+//   value(i, j) = -slope[b, h] * |i + (Skv - Sq) - j|
+//
+// The distance is measured from the lower-right diagonal, so the last query sits at distance 0 from the
+// last key whatever Sq and Skv are. Drawn for Sq = 2, Skv = 4, slope s:
+//
+//   -2s -1s  0  -1s
+//   -3s -2s -1s  0
+//
+// Nothing is read per element: a kernel needs the slope (one load per block) and integer positions.
+#pragma once
+
+#include <cstdint>
+
+#include "sdpa/bias.hpp"
+#include "tile_range.cuh"
+
+namespace sdpa {
+
+struct AlibiSlopes {
+  static constexpr BiasKind kKind = BiasKind::kAlibi;
+  static constexpr bool kHasValue = true;
+
+  struct Params {
+    const float* slopes = nullptr;
+    int64_t stride_batch = 0;
+    int64_t stride_head = 1;
+  };
+  static Params make_params(const BiasDesc& bias) {
+    return {bias.alibi.slopes, bias.alibi.stride_batch, bias.alibi.stride_head};
+  }
+
+  float slope = 0.0f;
+  int offset = 0;  // Skv - Sq
+
+  AlibiSlopes() = default;
+  SDPA_HOST_DEVICE AlibiSlopes(const Params& params, int batch, int head, int seqlen_q, int seqlen_kv)
+      : slope(params.slopes[batch * params.stride_batch + head * params.stride_head]),
+        offset(seqlen_kv - seqlen_q) {}
+
+  template <class Element>
+  SDPA_HOST_DEVICE float value(int i, int j) const {
+    const int distance = i + offset - j;
+    return -slope * static_cast<float>(distance < 0 ? -distance : distance);
+  }
+};
+
+}  // namespace sdpa

@@ -1,0 +1,72 @@
+// A bias trait: one additive part (NoAdditive, AlibiSlopes, DenseValues) and one causal mask, composed.
+//
+// Everything a kernel needs to know about a bias is here, and nowhere else:
+//   Params                      what the host passes in (built from sdpa::BiasDesc by make_params)
+//   BiasTrait(params, b, h, ..) the per-(batch, head) view a thread block builds once
+//   score<Element>(s, i, j)     the biased score of element (i, j) given the scaled score s; -inf if masked
+//   kv_tiles / q_tiles          which tiles a block visits, and which of them need element masking
+// Kernels call only these, so a new bias is one new additive part or causal variant, not a kernel edit.
+#pragma once
+
+#include "alibi.cuh"
+#include "causal_mask.cuh"
+#include "dense_bias.cuh"
+#include "no_bias.cuh"
+
+namespace sdpa {
+
+template <class Additive, CausalVariant kCausalVariant>
+struct BiasTrait {
+  using AdditivePart = Additive;
+  using Mask = CausalMask<kCausalVariant>;
+  using Params = typename Additive::Params;
+
+  static constexpr BiasKind kKind = Additive::kKind;
+  static constexpr CausalVariant kCausal = kCausalVariant;
+  static constexpr bool kHasValue = Additive::kHasValue;
+  static constexpr bool kIsCausal = Mask::kIsCausal;
+
+  static Params make_params(const BiasDesc& bias) { return Additive::make_params(bias); }
+
+  Additive additive;
+  Mask mask;
+
+  BiasTrait() = default;
+  SDPA_HOST_DEVICE BiasTrait(const Params& params, int batch, int head, int seqlen_q, int seqlen_kv)
+      : additive(params, batch, head, seqlen_q, seqlen_kv), mask(seqlen_q, seqlen_kv) {}
+
+  SDPA_HOST_DEVICE bool masked(int i, int j) const { return mask.masked(i, j); }
+
+  template <class Element>
+  SDPA_HOST_DEVICE float value(int i, int j) const {
+    return additive.template value<Element>(i, j);
+  }
+
+  template <class Element>
+  SDPA_HOST_DEVICE float score(float scaled_score, int i, int j) const {
+    if (masked(i, j)) return -__builtin_huge_valf();
+    return kHasValue ? scaled_score + value<Element>(i, j) : scaled_score;
+  }
+
+  static SDPA_HOST_DEVICE TileRange kv_tiles(int m_block, int block_m, int block_n, int seqlen_q,
+                                             int seqlen_kv) {
+    return Mask::kv_tiles(m_block, block_m, block_n, seqlen_q, seqlen_kv);
+  }
+  static SDPA_HOST_DEVICE TileRange q_tiles(int n_block, int block_m, int block_n, int seqlen_q,
+                                            int seqlen_kv) {
+    return Mask::q_tiles(n_block, block_m, block_n, seqlen_q, seqlen_kv);
+  }
+};
+
+// The names used everywhere: C++ kernels, the Python bindings, explain() and generated file names.
+using NoBias = BiasTrait<NoAdditive, CausalVariant::kNone>;
+using CausalUpperLeft = BiasTrait<NoAdditive, CausalVariant::kUpperLeft>;
+using CausalLowerRight = BiasTrait<NoAdditive, CausalVariant::kLowerRight>;
+using Alibi = BiasTrait<AlibiSlopes, CausalVariant::kNone>;
+using AlibiCausalUpperLeft = BiasTrait<AlibiSlopes, CausalVariant::kUpperLeft>;
+using AlibiCausalLowerRight = BiasTrait<AlibiSlopes, CausalVariant::kLowerRight>;
+using DenseBias = BiasTrait<DenseValues, CausalVariant::kNone>;
+using DenseBiasCausalUpperLeft = BiasTrait<DenseValues, CausalVariant::kUpperLeft>;
+using DenseBiasCausalLowerRight = BiasTrait<DenseValues, CausalVariant::kLowerRight>;
+
+}  // namespace sdpa

@@ -1,0 +1,26 @@
+// The additive part of a bias that adds nothing.
+#pragma once
+
+#include "sdpa/bias.hpp"
+#include "tile_range.cuh"
+
+namespace sdpa {
+
+struct NoAdditive {
+  static constexpr BiasKind kKind = BiasKind::kNone;
+  static constexpr bool kHasValue = false;  // kernels skip the bias step entirely
+
+  struct Params {};
+  static Params make_params(const BiasDesc&) { return {}; }
+
+  NoAdditive() = default;
+  SDPA_HOST_DEVICE NoAdditive(const Params&, int /*batch*/, int /*head*/, int /*seqlen_q*/,
+                              int /*seqlen_kv*/) {}
+
+  template <class Element>
+  SDPA_HOST_DEVICE float value(int /*i*/, int /*j*/) const {
+    return 0.0f;
+  }
+};
+
+}  // namespace sdpa

@@ -1,0 +1,99 @@
+// sdpa_core._C: the thin layer between Python bias objects and libsdpa's descriptions.
+//
+// It sees integers only (pointers, shapes, strides, enum values), so it needs no torch headers; the Python
+// side (python/sdpa_core/_kernels.py) turns tensors into those integers. The flat layouts below are the
+// one contract between the two files: _kernels.problem_args() and _kernels.bias_args() build them.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sdpa/sdpa.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+// problem: dtype, batch, heads_q, heads_kv, seqlen_q, seqlen_kv, head_dim, then for q, k, v, o each
+// (data_ptr, stride_batch, stride_head, stride_seq), then lse_ptr (0 = none) and stream.
+constexpr size_t kProblemFields = 7 + 4 * 4 + 2;
+// bias: kind, causal, slopes_ptr, slopes_stride_batch, slopes_stride_head,
+//       dense_ptr, dense_dtype, dense_stride_batch, dense_stride_head, dense_stride_q, dense_stride_kv
+constexpr size_t kBiasFields = 11;
+
+sdpa::TensorView view_at(const std::vector<int64_t>& f, size_t i) {
+  return {reinterpret_cast<const void*>(f[i]), f[i + 1], f[i + 2], f[i + 3]};
+}
+
+sdpa::AttentionProblem make_problem(const std::vector<int64_t>& f, float scale) {
+  if (f.size() != kProblemFields) throw std::invalid_argument("problem: wrong number of fields");
+  sdpa::AttentionProblem p;
+  p.dtype = static_cast<sdpa::DType>(f[0]);
+  p.batch = static_cast<int>(f[1]);
+  p.heads_q = static_cast<int>(f[2]);
+  p.heads_kv = static_cast<int>(f[3]);
+  p.seqlen_q = static_cast<int>(f[4]);
+  p.seqlen_kv = static_cast<int>(f[5]);
+  p.head_dim = static_cast<int>(f[6]);
+  p.q = view_at(f, 7);
+  p.k = view_at(f, 11);
+  p.v = view_at(f, 15);
+  p.o = view_at(f, 19);
+  p.lse = reinterpret_cast<float*>(f[23]);
+  p.stream = reinterpret_cast<void*>(f[24]);
+  p.scale = scale;
+  return p;
+}
+
+sdpa::BiasDesc make_bias(const std::vector<int64_t>& f) {
+  if (f.size() != kBiasFields) throw std::invalid_argument("bias: wrong number of fields");
+  sdpa::BiasDesc b;
+  b.kind = static_cast<sdpa::BiasKind>(f[0]);
+  b.causal = static_cast<sdpa::CausalVariant>(f[1]);
+  b.alibi = {reinterpret_cast<const float*>(f[2]), f[3], f[4]};
+  b.dense = {reinterpret_cast<const void*>(f[5]), static_cast<sdpa::DType>(f[6]), f[7], f[8], f[9], f[10]};
+  return b;
+}
+
+// Returns "" when the kernel ran, or the reason no kernel covers the problem (the caller falls back).
+// Broken preconditions and CUDA errors raise: those must never turn into a silent fallback.
+std::string forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
+  sdpa::Status status = sdpa::forward(make_problem(problem, scale), make_bias(bias));
+  switch (status.code) {
+    case sdpa::StatusCode::kOk: return "";
+    case sdpa::StatusCode::kNotCompiled:
+    case sdpa::StatusCode::kUnsupported: return status.message;
+    case sdpa::StatusCode::kInvalidArgument: throw std::invalid_argument("sdpa: " + status.message);
+    default: throw std::runtime_error("sdpa: " + status.message);
+  }
+}
+
+// (kernel name or "", reason or "") without launching anything.
+py::tuple select_forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
+  sdpa::KernelChoice choice = sdpa::select_forward(make_problem(problem, scale), make_bias(bias));
+  return py::make_tuple(choice.kernel, choice.status.message);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "Bindings of libsdpa: integers in, fused attention kernels out.";
+  m.def("forward", &forward, "Run the fused forward kernel; returns \"\" or the reason none fits");
+  m.def("select_forward", &select_forward, "Name the fused kernel forward would run, or the reason none would");
+  m.def("compiled_kernels", &sdpa::compiled_kernels);
+  m.def("built_with_cuda", &sdpa::built_with_cuda);
+
+  m.attr("DTYPE_FLOAT16") = static_cast<int>(sdpa::DType::kFloat16);
+  m.attr("DTYPE_BFLOAT16") = static_cast<int>(sdpa::DType::kBFloat16);
+  m.attr("DTYPE_FLOAT32") = static_cast<int>(sdpa::DType::kFloat32);
+  m.attr("DTYPE_BOOL") = static_cast<int>(sdpa::DType::kBool);
+  m.attr("BIAS_NONE") = static_cast<int>(sdpa::BiasKind::kNone);
+  m.attr("BIAS_ALIBI") = static_cast<int>(sdpa::BiasKind::kAlibi);
+  m.attr("BIAS_DENSE") = static_cast<int>(sdpa::BiasKind::kDense);
+  m.attr("CAUSAL_NONE") = static_cast<int>(sdpa::CausalVariant::kNone);
+  m.attr("CAUSAL_UPPER_LEFT") = static_cast<int>(sdpa::CausalVariant::kUpperLeft);
+  m.attr("CAUSAL_LOWER_RIGHT") = static_cast<int>(sdpa::CausalVariant::kLowerRight);
+}

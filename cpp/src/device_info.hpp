@@ -1,0 +1,10 @@
+// What the current CUDA device is, cached per device so the dispatcher's hot path asks the driver once.
+#pragma once
+
+namespace sdpa {
+
+// Compute capability of the current device as 10 * major + minor (90 for H100), or 0 when this build has
+// no CUDA or no device is visible.
+int current_compute_capability();
+
+}  // namespace sdpa

@@ -1,0 +1,64 @@
+// Argument checks shared by the kernels and the reference. Python validates first with friendlier
+// messages; these guard C++ callers, so every message names the field and what it must be.
+#include <string>
+
+#include "sdpa/sdpa.hpp"
+
+namespace sdpa {
+namespace {
+
+Status invalid(std::string message) { return Status::error(StatusCode::kInvalidArgument, std::move(message)); }
+
+Status check_tensor(const TensorView& view, const char* name) {
+  if (view.data == nullptr) return invalid(std::string(name) + ".data is null");
+  return Status::success();
+}
+
+Status check_shapes(const AttentionProblem& p) {
+  if (p.batch < 1 || p.heads_q < 1 || p.heads_kv < 1 || p.seqlen_q < 1 || p.seqlen_kv < 1 || p.head_dim < 1) {
+    return invalid("batch, heads_q, heads_kv, seqlen_q, seqlen_kv and head_dim must all be >= 1; got batch=" +
+                   std::to_string(p.batch) + " heads_q=" + std::to_string(p.heads_q) +
+                   " heads_kv=" + std::to_string(p.heads_kv) + " seqlen_q=" + std::to_string(p.seqlen_q) +
+                   " seqlen_kv=" + std::to_string(p.seqlen_kv) + " head_dim=" + std::to_string(p.head_dim));
+  }
+  if (p.heads_q % p.heads_kv != 0) {
+    return invalid("heads_q (" + std::to_string(p.heads_q) + ") must be a multiple of heads_kv (" +
+                   std::to_string(p.heads_kv) + ")");
+  }
+  if (p.dtype == DType::kBool) return invalid("dtype must be float16, bfloat16 or float32, not bool");
+  return Status::success();
+}
+
+Status check_bias(const AttentionProblem& p, const BiasDesc& bias) {
+  switch (bias.kind) {
+    case BiasKind::kNone: break;
+    case BiasKind::kAlibi:
+      if (bias.alibi.slopes == nullptr) return invalid("bias.alibi.slopes is null");
+      break;
+    case BiasKind::kDense:
+      if (bias.dense.data == nullptr) return invalid("bias.dense.data is null");
+      if (bias.dense.dtype != p.dtype && bias.dense.dtype != DType::kBool) {
+        return invalid(std::string("bias.dense.dtype must be bool or the problem dtype (") + dtype_name(p.dtype) +
+                       "); got " + dtype_name(bias.dense.dtype));
+      }
+      break;
+    default: return invalid("bias.kind is not a BiasKind");
+  }
+  if (bias.causal != CausalVariant::kNone && bias.causal != CausalVariant::kUpperLeft &&
+      bias.causal != CausalVariant::kLowerRight) {
+    return invalid("bias.causal is not a CausalVariant");
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+Status validate(const AttentionProblem& problem, const BiasDesc& bias) {
+  for (Status s : {check_shapes(problem), check_tensor(problem.q, "q"), check_tensor(problem.k, "k"),
+                   check_tensor(problem.v, "v"), check_tensor(problem.o, "o"), check_bias(problem, bias)}) {
+    if (!s.ok()) return s;
+  }
+  return Status::success();
+}
+
+}  // namespace sdpa

@@ -1,0 +1,25 @@
+"""sdpa_core: scaled dot-product attention whose masks and biases are objects, run by fused kernels that
+never materialize them. See README.md; the API follows PyTorch RFC #110681.
+"""
+
+from .bias import (AlibiBias, AttnBias, CausalBias, TensorBias, alibi_slopes, causal_lower_right,
+                   causal_upper_left)
+from .explain import explain
+from .functional import scaled_dot_product_attention
+from .variants import CausalVariant
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttnBias",
+    "TensorBias",
+    "CausalBias",
+    "CausalVariant",
+    "AlibiBias",
+    "causal_upper_left",
+    "causal_lower_right",
+    "alibi_slopes",
+    "scaled_dot_product_attention",
+    "explain",
+    "__version__",
+]

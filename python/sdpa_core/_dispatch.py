@@ -1,0 +1,110 @@
+"""Where a built-in bias goes: a fused libsdpa kernel when one covers the inputs, else PyTorch.
+
+``KernelBias`` is a bias as libsdpa sees it (an additive part plus a causal variant). ``attention`` runs
+it; ``plan`` says what ``attention`` would do and why, for ``explain()``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import _fallback, _kernels, _masks
+from .variants import CausalVariant
+
+
+class BiasKind(enum.IntEnum):
+    """The additive part of a bias; values match libsdpa's ``sdpa::BiasKind``."""
+
+    NONE = 0
+    ALIBI = 1
+    DENSE = 2
+
+
+@dataclass(frozen=True)
+class KernelBias:
+    kind: BiasKind
+    causal: CausalVariant | None
+    slopes: torch.Tensor | None = None  # ALIBI: float32 (H,) or (B, H)
+    dense: torch.Tensor | None = None  # DENSE: bool or float, broadcastable to (B, H, Sq, Skv)
+
+    @classmethod
+    def causal_only(cls, variant: CausalVariant | None) -> "KernelBias":
+        return cls(BiasKind.NONE, variant)
+
+    @classmethod
+    def alibi(cls, slopes: torch.Tensor, variant: CausalVariant | None) -> "KernelBias":
+        return cls(BiasKind.ALIBI, variant, slopes=slopes)
+
+    @classmethod
+    def dense_tensor(cls, dense: torch.Tensor, variant: CausalVariant | None) -> "KernelBias":
+        return cls(BiasKind.DENSE, variant, dense=dense)
+
+    def additive(self, seq_len_q: int, seq_len_kv: int, device) -> torch.Tensor | None:
+        """The whole bias as a float32 additive tensor (-inf = masked), or None when it is empty."""
+        if self.kind == BiasKind.ALIBI:
+            values = _masks.alibi_additive(self.slopes, seq_len_q, seq_len_kv, device)
+        elif self.kind == BiasKind.DENSE:
+            values = _masks.to_additive(self.dense.to(device))
+        else:
+            values = None
+        if self.causal is not None:
+            values = _masks.add_causal(values, self.causal, seq_len_q, seq_len_kv, device)
+        return values
+
+
+def default_scale(query: torch.Tensor, scale: float | None) -> float:
+    return 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+
+
+def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> list[str]:
+    """Reasons, knowable without libsdpa, why no fused kernel can run. Empty means: ask libsdpa."""
+    reasons = []
+    if query.device.type != "cuda":
+        reasons.append(f"inputs are on {query.device.type}; fused kernels run on CUDA devices")
+    if query.dtype not in (torch.float16, torch.bfloat16):
+        reasons.append(f"fused kernels read float16 or bfloat16 inputs; got {query.dtype}")
+    if dropout_p > 0.0:
+        reasons.append("dropout_p > 0: the fused kernels have no dropout")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (query, key, value, bias.dense)):
+        reasons.append("inputs require grad: the fused backward pass is not implemented yet")
+    if value.shape[-1] != query.shape[-1]:
+        reasons.append(f"value head_dim {value.shape[-1]} differs from query head_dim {query.shape[-1]}")
+    if query.numel() == 0 or key.numel() == 0:
+        reasons.append("empty input")
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if t.stride(-1) != 1:
+            reasons.append(f"{name} is not contiguous in its last dimension (stride {t.stride(-1)})")
+    if bias.dense is not None and bias.dense.dtype not in (torch.bool, query.dtype):
+        reasons.append(f"attn_mask dtype {bias.dense.dtype} is neither bool nor the query dtype {query.dtype}")
+    return reasons
+
+
+def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> torch.Tensor:
+    scale = default_scale(query, scale)
+    if torch.compiler.is_compiling():
+        from . import _ops  # registered lazily: importing torch.library ops costs eager users nothing
+
+        return _ops.attention_fwd(query, key, value, int(bias.kind), int(bias.causal or 0), bias.slopes,
+                                  bias.dense, scale, dropout_p)
+    return attention_eager(query, key, value, bias, scale, dropout_p)
+
+
+def attention_eager(query, key, value, bias: KernelBias, scale: float, dropout_p: float) -> torch.Tensor:
+    if not python_refusals(query, key, value, bias, dropout_p):
+        out = _kernels.try_forward(query, key, value, bias, scale)
+        if out is not None:
+            return out
+    return _fallback.attention(query, key, value, bias, scale, dropout_p)
+
+
+def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> tuple[str | None, list[str]]:
+    """(fused kernel name, []) or (None, every reason the fallback runs)."""
+    reasons = python_refusals(query, key, value, bias, dropout_p)
+    kernel, reason = _kernels.select(query, key, value, bias, default_scale(query, scale))
+    if reason and reason not in reasons and query.dtype in (torch.float16, torch.bfloat16):
+        reasons.append(reason)
+    return (kernel if not reasons else None), reasons

@@ -1,0 +1,66 @@
+"""Tensors to libsdpa: the integer layouts that cpp/src/bindings/module.cpp documents, and the calls.
+
+This is the eager hot path: no validation beyond what libsdpa does, no host synchronization.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _C
+
+_DTYPE_CODES = {
+    torch.float16: _C.DTYPE_FLOAT16,
+    torch.bfloat16: _C.DTYPE_BFLOAT16,
+    torch.float32: _C.DTYPE_FLOAT32,
+    torch.bool: _C.DTYPE_BOOL,
+}
+
+
+def _current_stream(device: torch.device) -> int:
+    return torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
+
+
+def _operand(t: torch.Tensor) -> list[int]:
+    s = t.stride()
+    return [t.data_ptr(), s[0], s[1], s[2]]
+
+
+def problem_args(query, key, value, out) -> list[int]:
+    batch, heads_q, seq_len_q, head_dim = query.shape
+    return [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), batch, heads_q, key.shape[1], seq_len_q, key.shape[2],
+            head_dim, *_operand(query), *_operand(key), *_operand(value), *_operand(out), 0,
+            _current_stream(query.device)]
+
+
+def bias_args(bias, query, key) -> list[int]:
+    slopes = [0, 0, 0]
+    dense = [0, _C.DTYPE_BOOL, 0, 0, 0, 0]
+    if bias.slopes is not None:
+        s = bias.slopes
+        slopes = [s.data_ptr(), s.stride(0), s.stride(1)] if s.dim() == 2 else [s.data_ptr(), 0, s.stride(0)]
+    if bias.dense is not None:
+        # expand() gives broadcast dimensions stride 0, which is how the kernel reads them
+        d = bias.dense.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+        dense = [d.data_ptr(), _DTYPE_CODES[d.dtype], *d.stride()]
+    return [int(bias.kind), int(bias.causal or 0), *slopes, *dense]
+
+
+def try_forward(query, key, value, bias, scale: float) -> torch.Tensor | None:
+    """The fused kernel's output, or None when libsdpa has no kernel for these inputs."""
+    out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    device = query.device
+    if device.index != torch.cuda.current_device():
+        with torch.cuda.device(device):
+            reason = _C.forward(problem_args(query, key, value, out), scale, bias_args(bias, query, key))
+    else:
+        reason = _C.forward(problem_args(query, key, value, out), scale, bias_args(bias, query, key))
+    return None if reason else out
+
+
+def select(query, key, value, bias, scale: float) -> tuple[str, str]:
+    """(kernel name, "") or ("", reason) for these inputs, without launching. Reads no tensor data."""
+    args = problem_args(query, key, value, query)
+    _, heads_q, seq_len_q, head_dim = query.shape
+    args[20:23] = [heads_q * seq_len_q * head_dim, seq_len_q * head_dim, head_dim]  # the output is contiguous
+    return _C.select_forward(args, scale, bias_args(bias, query, key))

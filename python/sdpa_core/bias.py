@@ -1,0 +1,251 @@
+"""Attention biases as objects (PyTorch RFC #110681).
+
+``AttnBias`` is the abstract base: a bias can always ``materialize()`` itself as a dense tensor (the slow
+reference), says whether it ``needs_materialization()``, and has a static ``dispatch()`` that computes
+attention with it. The built-in biases never materialize on the fast path: they describe themselves to
+libsdpa's fused kernels, and fall back to PyTorch (materialized) only where no kernel covers the inputs.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+
+from . import _dispatch, _masks
+from ._dispatch import KernelBias
+from .variants import CausalVariant
+
+__all__ = [
+    "AttnBias",
+    "TensorBias",
+    "CausalBias",
+    "CausalVariant",
+    "AlibiBias",
+    "causal_upper_left",
+    "causal_lower_right",
+    "alibi_slopes",
+]
+
+
+class AttnBias(abc.ABC):
+    """Base of every bias. Subclass it and implement ``materialize``; that alone works everywhere.
+
+    Override ``needs_materialization`` (return False) and ``dispatch`` to compute without a dense tensor.
+    """
+
+    @abc.abstractmethod
+    def materialize(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The bias as a tensor broadcastable to (B, H, Sq, Skv): a bool mask (True = attend) or an
+        additive float bias. This is the slow reference; it allocates Sq x Skv elements."""
+
+    def needs_materialization(self) -> bool:
+        """True when ``scaled_dot_product_attention`` must call ``materialize`` before computing."""
+        return True
+
+    @staticmethod
+    def dispatch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_bias: "AttnBias",
+                 causal: bool, scale: float | None, dropout_p: float) -> torch.Tensor:
+        """Compute attention with ``attn_bias``. The default materializes it and runs it as a TensorBias."""
+        dense = TensorBias(attn_bias.materialize(query.device))
+        return TensorBias.dispatch(query, key, value, dense, causal, scale, dropout_p)
+
+
+class _BuiltinBias(AttnBias):
+    """A bias libsdpa has fused kernels for: it validates itself against the inputs and describes itself
+    as a ``KernelBias``; dispatch is shared."""
+
+    def needs_materialization(self) -> bool:
+        return False
+
+    @abc.abstractmethod
+    def _check_inputs(self, query: torch.Tensor, key: torch.Tensor) -> None:
+        """Raise ValueError naming the argument if this bias does not fit the inputs."""
+
+    @abc.abstractmethod
+    def _kernel_bias(self, causal: bool) -> KernelBias:
+        """This bias, plus an upper-left causal mask when ``causal``, as libsdpa sees it."""
+
+    @staticmethod
+    def dispatch(query, key, value, attn_bias, causal, scale, dropout_p):
+        attn_bias._check_inputs(query, key)
+        return _dispatch.attention(query, key, value, attn_bias._kernel_bias(causal), scale, dropout_p)
+
+
+def _check_seq_lens(bias_name: str, seq_len_q: int, seq_len_kv: int, query: torch.Tensor,
+                    key: torch.Tensor) -> None:
+    if seq_len_q != query.shape[-2]:
+        raise ValueError(f"{bias_name}: seq_len_q={seq_len_q} does not match query's sequence length "
+                         f"{query.shape[-2]} (query shape {tuple(query.shape)})")
+    if seq_len_kv != key.shape[-2]:
+        raise ValueError(f"{bias_name}: seq_len_kv={seq_len_kv} does not match key's sequence length "
+                         f"{key.shape[-2]} (key shape {tuple(key.shape)})")
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
+def _check_device(name: str, tensor: torch.Tensor, query: torch.Tensor) -> None:
+    if tensor.device != query.device:
+        raise ValueError(f"{name} is on {tensor.device} but query is on {query.device}; "
+                         f"create it on the query's device")
+
+
+def _forbid_is_causal(bias: AttnBias) -> None:
+    raise ValueError(f"is_causal=True cannot be combined with {bias!r}, which already carries a causal "
+                     f"mask; pick the variant on the bias and leave is_causal=False")
+
+
+class TensorBias(_BuiltinBias):
+    """A bias you already hold as a tensor: an additive float bias, or a bool mask (True = attend, as in
+    PyTorch), broadcastable to (B, H, Sq, Skv). A float bias of the query's dtype or a bool mask runs
+    fused; other float dtypes fall back to PyTorch in float32.
+
+    With ``is_causal=True`` an upper-left causal mask is applied on top of it.
+    """
+
+    def __init__(self, bias: torch.Tensor):
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"TensorBias: bias must be a torch.Tensor; got {type(bias).__name__}")
+        if bias.dtype != torch.bool and not bias.is_floating_point():
+            raise TypeError(f"TensorBias: bias must be bool or floating point; got dtype {bias.dtype}")
+        if not 1 <= bias.dim() <= 4:
+            raise ValueError(f"TensorBias: bias must have 1 to 4 dims broadcastable to (B, H, Sq, Skv); "
+                             f"got shape {tuple(bias.shape)}")
+        self.bias = bias
+
+    def __repr__(self) -> str:
+        return f"TensorBias(shape={tuple(self.bias.shape)}, dtype={self.bias.dtype}, device={self.bias.device})"
+
+    def materialize(self, device=None) -> torch.Tensor:
+        return self.bias if device is None else self.bias.to(device)
+
+    def _check_inputs(self, query, key) -> None:
+        target = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+        shape = tuple(self.bias.shape)
+        padded = (1,) * (4 - len(shape)) + shape
+        if any(s != 1 and s != t for s, t in zip(padded, target)):
+            raise ValueError(f"attn_mask of shape {shape} does not broadcast to (batch, heads, seq_len_q, "
+                             f"seq_len_kv) = {target}")
+        _check_device("attn_mask", self.bias, query)
+
+    def _kernel_bias(self, causal: bool) -> KernelBias:
+        return KernelBias.dense_tensor(self.bias, CausalVariant.UPPER_LEFT if causal else None)
+
+
+class CausalBias(_BuiltinBias):
+    r"""A causal mask, aligned upper-left or lower-right. Drawn for Sq = 3, Skv = 4 (1 = attend)::
+
+        CausalVariant.UPPER_LEFT     CausalVariant.LOWER_RIGHT
+        1 0 0 0                      1 1 0 0
+        1 1 0 0                      1 1 1 0
+        1 1 1 0                      1 1 1 1
+
+    Both run as fused kernels that skip the masked tiles; ``materialize`` returns the bool (Sq, Skv) mask.
+    ``is_causal=True`` together with a CausalBias is a ValueError (the variant would be ambiguous).
+    """
+
+    def __init__(self, variant: CausalVariant, seq_len_q: int, seq_len_kv: int):
+        if not isinstance(variant, CausalVariant):
+            raise TypeError(f"CausalBias: variant must be a CausalVariant; got {variant!r}")
+        self.variant = variant
+        self.seq_len_q = _check_positive_int("CausalBias: seq_len_q", seq_len_q)
+        self.seq_len_kv = _check_positive_int("CausalBias: seq_len_kv", seq_len_kv)
+
+    def __repr__(self) -> str:
+        return f"CausalBias(variant={self.variant.name}, seq_len_q={self.seq_len_q}, seq_len_kv={self.seq_len_kv})"
+
+    def materialize(self, device=None) -> torch.Tensor:
+        return _masks.causal_keep(self.variant, self.seq_len_q, self.seq_len_kv, device)
+
+    def _check_inputs(self, query, key) -> None:
+        _check_seq_lens("CausalBias", self.seq_len_q, self.seq_len_kv, query, key)
+
+    def _kernel_bias(self, causal: bool) -> KernelBias:
+        if causal:
+            _forbid_is_causal(self)
+        return KernelBias.causal_only(self.variant)
+
+
+def causal_upper_left(seq_len_q: int, seq_len_kv: int) -> CausalBias:
+    """Causal mask keeping key j for query i when j <= i (PyTorch's ``is_causal``)."""
+    return CausalBias(CausalVariant.UPPER_LEFT, seq_len_q, seq_len_kv)
+
+
+def causal_lower_right(seq_len_q: int, seq_len_kv: int) -> CausalBias:
+    """Causal mask keeping key j for query i when j <= i + (Skv - Sq) (decoding with a KV cache)."""
+    return CausalBias(CausalVariant.LOWER_RIGHT, seq_len_q, seq_len_kv)
+
+
+class AlibiBias(_BuiltinBias):
+    r"""ALiBi: adds ``-slopes[h] * |i + (Skv - Sq) - j|`` to the scaled scores (after ``scale``, as an
+    additive attn_mask is in PyTorch). Drawn for Sq = 2, Skv = 4, one head of slope s::
+
+        -2s  -1s   0   -1s
+        -3s  -2s  -1s   0
+
+    ``slopes`` is float32 of shape (H,) or (B, H), on the query's device; ``alibi_slopes(H)`` gives the
+    paper's. ``causal`` (None or a CausalVariant) also masks; with ``causal=None``, ``is_causal=True`` adds
+    an upper-left mask. Runs fused: the kernel reads one slope per head, never an Sq x Skv tensor.
+    """
+
+    def __init__(self, slopes: torch.Tensor, seq_len_q: int, seq_len_kv: int, causal: CausalVariant | None = None):
+        if not isinstance(slopes, torch.Tensor):
+            raise TypeError(f"AlibiBias: slopes must be a torch.Tensor; got {type(slopes).__name__}")
+        if slopes.dtype != torch.float32:
+            raise TypeError(f"AlibiBias: slopes must be float32; got {slopes.dtype}")
+        if slopes.dim() not in (1, 2):
+            raise ValueError(f"AlibiBias: slopes must have shape (H,) or (B, H); got {tuple(slopes.shape)}")
+        if causal is not None and not isinstance(causal, CausalVariant):
+            raise TypeError(f"AlibiBias: causal must be None or a CausalVariant; got {causal!r}")
+        self.slopes = slopes
+        self.seq_len_q = _check_positive_int("AlibiBias: seq_len_q", seq_len_q)
+        self.seq_len_kv = _check_positive_int("AlibiBias: seq_len_kv", seq_len_kv)
+        self.causal = causal
+
+    def __repr__(self) -> str:
+        causal = None if self.causal is None else self.causal.name
+        return (f"AlibiBias(slopes_shape={tuple(self.slopes.shape)}, seq_len_q={self.seq_len_q}, "
+                f"seq_len_kv={self.seq_len_kv}, causal={causal})")
+
+    def materialize(self, device=None) -> torch.Tensor:
+        additive = _masks.alibi_additive(self.slopes, self.seq_len_q, self.seq_len_kv, device)
+        if self.causal is None:
+            return additive
+        return _masks.add_causal(additive, self.causal, self.seq_len_q, self.seq_len_kv, additive.device)
+
+    def _check_inputs(self, query, key) -> None:
+        _check_seq_lens("AlibiBias", self.seq_len_q, self.seq_len_kv, query, key)
+        batch, heads = query.shape[0], query.shape[1]
+        if tuple(self.slopes.shape) not in ((heads,), (batch, heads)):
+            raise ValueError(f"AlibiBias: slopes must have shape ({heads},) or ({batch}, {heads}) for a query of "
+                             f"batch {batch} and {heads} heads; got {tuple(self.slopes.shape)}")
+        _check_device("AlibiBias: slopes", self.slopes, query)
+
+    def _kernel_bias(self, causal: bool) -> KernelBias:
+        if causal and self.causal is not None:
+            _forbid_is_causal(self)
+        return KernelBias.alibi(self.slopes, CausalVariant.UPPER_LEFT if causal else self.causal)
+
+
+def alibi_slopes(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The ALiBi paper's slopes for ``num_heads`` heads, float32 of shape (num_heads,).
+
+    For a power of two n they are 2^(-8/n), 2^(-16/n), ...; otherwise the slopes of the nearest lower
+    power of two p, followed by every other slope of 2p (Press et al., 2022).
+    """
+    _check_positive_int("num_heads", num_heads)
+
+    def geometric(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (k + 1) for k in range(n)]
+
+    power = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = geometric(power)
+    if power < num_heads:
+        slopes += geometric(2 * power)[0::2][: num_heads - power]
+    return torch.tensor(slopes, dtype=torch.float32, device=device)

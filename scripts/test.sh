@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): installs everything, builds the package and libsdpa, and runs
+# GoogleTest (ctest), the installed-package C++ example, and pytest. Needs no GPU; GPU tests skip with a
+# reason here and run on a GPU machine (scripts/gpu_verify.sh).
+#
+# Where nvcc exists, the package build compiles every fused-kernel template once (every bias trait, one
+# dtype and head dim, sm_80) so a template error cannot land; SDPA_TEST_KERNELS=all compiles them all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+bash scripts/install_deps.sh
+
+KERNEL_FLAGS=(-C cmake.define.SDPA_KERNEL_DTYPES=bf16 -C cmake.define.SDPA_KERNEL_HEAD_DIMS=128
+              -C cmake.define.SDPA_CUDA_ARCHS=80)
+[ "${SDPA_TEST_KERNELS:-ci}" = all ] && KERNEL_FLAGS=()
+echo "== building and installing sdpa_core (python package + fused kernels)"
+"$PY" -m pip install -q --no-build-isolation --no-deps . "${KERNEL_FLAGS[@]}"
+
+echo "== libsdpa + GoogleTest (host)"
+BUILD=build/test
+cmake -S . -B "$BUILD" -G Ninja -DSDPA_ENABLE_CUDA=OFF -DCMAKE_INSTALL_PREFIX="$PWD/$BUILD/install" >/dev/null
+cmake --build "$BUILD"
+ctest --test-dir "$BUILD" --output-on-failure
+cmake --install "$BUILD" >/dev/null
+
+echo "== C++ consumer of the installed package (find_package(sdpa))"
+cmake -S examples/cpp_consumer -B "$BUILD/example" -G Ninja -DCMAKE_PREFIX_PATH="$PWD/$BUILD/install" >/dev/null
+cmake --build "$BUILD/example"
+"$BUILD/example/demo"
+
+echo "== pytest"
+cd tests/python && "$PY" -m pytest -q -p no:cacheprovider .

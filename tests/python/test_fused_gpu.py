@@ -1,0 +1,81 @@
+"""What only a GPU can show: the fused kernels are chosen, write every output, capture in CUDA graphs,
+never allocate an Sq x Skv tensor, and report why when they refuse."""
+
+import pytest
+import torch
+from cases import BIASES
+from conftest import qkv, requires_cuda
+from oracle import assert_close, attention_fp64
+
+import sdpa_core
+
+pytestmark = requires_cuda
+
+FUSED_BIASES = sorted(BIASES)
+
+
+def _poison_allocator(nbytes):
+    """Fill the caching allocator's next block with NaN so an unwritten output element shows up."""
+    junk = torch.full((nbytes // 4 + 1024,), float("nan"), device="cuda")
+    del junk
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [64, 128, 256])
+@pytest.mark.parametrize("name", FUSED_BIASES)
+def test_fused_kernel_runs_and_matches_oracle(name, dim, dtype):
+    for seq_q, seq_kv in [(1, 1), (17, 1000), (1000, 17), (113, 113), (257, 300)]:
+        q, k, v = qkv(2, 4, 2, seq_q, seq_kv, dim, "cuda", dtype)
+        mask, is_causal, oracle_kwargs = BIASES[name](2, 4, seq_q, seq_kv, "cuda", dtype)
+        text = sdpa_core.explain(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        assert "fused kernel" in text, text
+        _poison_allocator(q.numel() * q.element_size())
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        assert_close(out, attention_fp64(q, k, v, **oracle_kwargs), dtype)
+
+
+def test_unsupported_head_dim_falls_back_with_reason():
+    q, k, v = qkv(1, 2, 2, 64, 64, 80, "cuda", torch.bfloat16)
+    text = sdpa_core.explain(q, k, v, is_causal=True)
+    assert "PyTorch fallback" in text and "head_dim 80" in text, text
+    assert_close(sdpa_core.scaled_dot_product_attention(q, k, v, is_causal=True),
+                 attention_fp64(q, k, v, causal="upper_left"), torch.bfloat16)
+
+
+def test_requires_grad_falls_back_and_backpropagates():
+    q, k, v = qkv(1, 2, 2, 32, 32, 64, "cuda", torch.bfloat16)
+    q.requires_grad_(True)
+    assert "backward" in sdpa_core.explain(q, k, v, is_causal=True)
+    sdpa_core.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_cuda_graph_capture_and_replay():
+    q, k, v = qkv(2, 4, 4, 300, 300, 128, "cuda", torch.bfloat16)
+    slopes = sdpa_core.alibi_slopes(4, device="cuda")
+    bias = sdpa_core.AlibiBias(slopes, 300, 300, causal=sdpa_core.CausalVariant.UPPER_LEFT)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    q.copy_(torch.randn_like(q))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_close(out, attention_fp64(q, k, v, slopes=slopes, causal="upper_left"), torch.bfloat16)
+
+
+@pytest.mark.parametrize("name", ["causal_lower_right", "alibi_upper_left", "is_causal"])
+def test_no_seq_by_seq_allocation_at_16k(name):
+    seq = 16384
+    q, k, v = qkv(1, 4, 4, seq, seq, 128, "cuda", torch.bfloat16)
+    mask, is_causal, _ = BIASES[name](1, 4, seq, seq, "cuda", torch.bfloat16)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    torch.cuda.synchronize()
+    grown = torch.cuda.max_memory_allocated() - before
+    assert grown <= 2 * q.numel() * q.element_size(), f"peak grew by {grown} bytes: more than the output"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The whole GPU verification in one go, on a machine with an NVIDIA GPU:
+#   libsdpa with every fused kernel -> Python package -> GoogleTest GPU suites -> compute-sanitizer
+#   (memcheck, racecheck; one config per bias) -> pytest (GPU tests included) -> benchmark.
+# Logs go to $OUT (or ./gpu_verify_out): log.txt (everything), summary.txt, bench.md, bench.png.
+#
+# A build made elsewhere can be reused: point SDPA_PREBUILT at a CMake build dir of this repo configured
+# with -DCMAKE_INSTALL_PREFIX=<dir>/install and installed (scripts/build_gpu_prebuilt.sh makes one).
+# Without it the kernels are compiled here for SDPA_CUDA_ARCHS (default: this GPU's arch).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu_verify_out}
+mkdir -p "$OUT"
+LOG=$OUT/log.txt
+SUMMARY=$OUT/summary.txt
+: >"$LOG"; : >"$SUMMARY"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+failures=0
+
+run_step() {  # run_step <name> <command...>: logs output, records pass/fail in the summary
+  local name=$1; shift
+  echo "== $name" | tee -a "$LOG"
+  local start=$SECONDS
+  if "$@" >>"$LOG" 2>&1; then
+    echo "PASS  $name ($((SECONDS - start)) s)" | tee -a "$SUMMARY"
+  else
+    echo "FAIL  $name ($((SECONDS - start)) s)" | tee -a "$SUMMARY"
+    failures=$((failures + 1))
+  fi
+}
+
+environment() {
+  date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  nvcc --version | tail -1
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
+}
+
+build_libsdpa() {
+  local arch
+  arch=${SDPA_CUDA_ARCHS:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}
+  cmake -S . -B "$PREBUILT" -G Ninja -DSDPA_ENABLE_CUDA=ON -DSDPA_CUDA_ARCHS="$arch" \
+        -DCMAKE_INSTALL_PREFIX="$PREBUILT/install" && cmake --build "$PREBUILT" && cmake --install "$PREBUILT"
+}
+
+install_python() {
+  "$PY" -m pip install -q --no-build-isolation --no-deps . -C build-dir=/tmp/sdpa-pybuild \
+    -C cmake.define.SDPA_USE_INSTALLED=ON -C cmake.define.CMAKE_PREFIX_PATH="$PREBUILT/install"
+}
+
+gtest_gpu() {
+  local status=0
+  for t in "$PREBUILT"/tests/cpp/sdpa_*test*; do
+    [ -x "$t" ] && { "$t" --gtest_brief=1 || status=1; }
+  done
+  return $status
+}
+
+sanitize() {  # one configuration per bias keeps the sanitizers to minutes
+  local bin=$PREBUILT/tests/cpp/sdpa_gpu_tests filter=${SDPA_SANITIZE_FILTER:-*Sanitize*}
+  compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 &&
+    compute-sanitizer --tool racecheck --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1
+}
+
+DEFAULT_PREBUILT=$ROOT/build/gpu
+[ -d "$ROOT/.carry/gpu/install" ] && DEFAULT_PREBUILT=$ROOT/.carry/gpu
+PREBUILT=$(realpath -m "${SDPA_PREBUILT:-$DEFAULT_PREBUILT}")
+run_step "environment" environment
+if [ -f "$PREBUILT/install/lib/cmake/sdpa/sdpaConfig.cmake" ] || [ -f "$PREBUILT/install/lib64/cmake/sdpa/sdpaConfig.cmake" ]; then
+  echo "reusing prebuilt libsdpa in $PREBUILT" | tee -a "$LOG"
+else
+  run_step "build libsdpa (all fused kernels)" build_libsdpa
+fi
+run_step "install python package" install_python
+run_step "GoogleTest (GPU suites included)" gtest_gpu
+run_step "compute-sanitizer memcheck + racecheck" sanitize
+run_step "pytest (GPU tests included)" "$PY" -m pytest -q -p no:cacheprovider -rs tests/python
+run_step "benchmark" "$PY" -m sdpa_core.bench --md "$OUT/bench.md" --png "$OUT/bench.png"
+
+cat "$SUMMARY"
+[ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+exit $failures

@@ -13,5 +13,5 @@ cmake --build "$BUILD" -j "${JOBS:-2}"
 cmake --install "$BUILD" >/dev/null
 rm -rf "$STAGE" && mkdir -p "$STAGE/tests/cpp"
 cp -r "$BUILD/install" "$STAGE/install"
-find "$BUILD/tests/cpp" -maxdepth 1 -type f -executable -name 'sdpa_*' -exec cp {} "$STAGE/tests/cpp/" \;
+find "$BUILD/tests/cpp" -maxdepth 1 -type f -executable -name 'test_*' -exec cp {} "$STAGE/tests/cpp/" \;
 du -sh "$STAGE"

@@ -51,14 +51,15 @@ install_python() {
 
 gtest_gpu() {
   local status=0
-  for t in "$PREBUILT"/tests/cpp/sdpa_*test*; do
+  for t in "$PREBUILT"/tests/cpp/test_*; do
     [ -x "$t" ] && { "$t" --gtest_brief=1 || status=1; }
   done
   return $status
 }
 
 sanitize() {  # one configuration per bias keeps the sanitizers to minutes
-  local bin=$PREBUILT/tests/cpp/sdpa_gpu_tests filter=${SDPA_SANITIZE_FILTER:-*Sanitize*}
+  # Sq > Skv with (B, S, H, D) strides: lower-right leaves whole rows masked, every bias and the mask variants
+  local bin=$PREBUILT/tests/cpp/test_forward_gpu filter=${SDPA_SANITIZE_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*}
   compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 &&
     compute-sanitizer --tool racecheck --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1
 }

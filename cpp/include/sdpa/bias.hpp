@@ -27,7 +27,7 @@ enum class BiasKind : int {
   kDense = 2,  // a (B, H, Sq, Skv) tensor, broadcast through zero strides
 };
 
-// ALiBi slopes: fp32, indexed slopes[b * stride_batch + h * stride_head] (stride_batch 0 for shape (H,)).
+// ALiBi slopes: fp32 in device memory (kernels read them; the host reference reads host memory), indexed slopes[b * stride_batch + h * stride_head] (stride_batch 0 for shape (H,)).
 struct AlibiDesc {
   const float* slopes = nullptr;
   int64_t stride_batch = 0;

@@ -67,7 +67,12 @@ struct CausalMask {
     const int col_last = (seqlen_kv < col_first + block_n ? seqlen_kv : col_first + block_n) - 1;
     TileRange range;
     range.end = num_q_tiles;
-    range.begin = kIsCausal ? clamp_int(floor_div(col_first - offset, block_m), 0, num_q_tiles) : 0;
+    // The first query keeping column col_first is col_first - offset; when that is past the sequence end
+    // (upper-left with Sq < Skv), no query of any tile sees this key block and the range is empty.
+    const int first_row = col_first - offset;
+    range.begin = !kIsCausal               ? 0
+                  : first_row >= seqlen_q ? num_q_tiles
+                                          : clamp_int(floor_div(first_row, block_m), 0, num_q_tiles);
     const int first_full = kIsCausal ? ceil_div(col_last - offset, block_m) : range.begin;
     const int full_end = seqlen_q / block_m;  // tiles with no query past the sequence end
     range.unmasked_begin = clamp_int(first_full, range.begin, range.end);

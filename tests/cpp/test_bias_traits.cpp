@@ -1,0 +1,395 @@
+// The bias traits against the spec, on the host. Element semantics are compared with the formulas written
+// out here; tile ranges are checked against a brute-force look at every element of every tile, so the
+// tests hold whatever closed form the traits use.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bias/bias_trait.cuh"
+
+namespace {
+
+using sdpa::BiasDesc;
+using sdpa::BiasKind;
+using sdpa::CausalVariant;
+using sdpa::TileRange;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// ---- the spec, written out -------------------------------------------------------------------------
+
+bool spec_kept(CausalVariant causal, int i, int j, int seqlen_q, int seqlen_kv) {
+  if (causal == CausalVariant::kUpperLeft) return j <= i;
+  if (causal == CausalVariant::kLowerRight) return j <= i + (seqlen_kv - seqlen_q);
+  return true;
+}
+
+double spec_alibi(double slope, int i, int j, int seqlen_q, int seqlen_kv) {
+  return -slope * std::abs(static_cast<double>(i) + seqlen_kv - seqlen_q - j);
+}
+
+// A scaled score that varies with (i, j) and is never a round number, so additions are really checked.
+float some_score(int i, int j) { return std::sin(0.37f * i + 1.13f * j) * 4.0f + 0.01f; }
+
+// ---- element semantics -----------------------------------------------------------------------------
+
+const std::vector<std::pair<int, int>> kElementSizes = {
+    {1, 1},    {1, 17},    {17, 1},   {17, 17},  {17, 113},   {113, 17},   {113, 113},
+    {1, 1000}, {1000, 1},  {113, 1000}, {1000, 113}, {1000, 1000}};
+
+// Checks masked(), value() and score() of `Trait` for batch b, head h against `expected_value`, the
+// additive part the spec gives (-inf for a key a dense mask removes), and the causal variant `causal`.
+template <class Trait, class ExpectedValue>
+void check_elements(const typename Trait::Params& params, CausalVariant causal, int b, int h, int seqlen_q,
+                    int seqlen_kv, ExpectedValue expected_value) {
+  const Trait trait(params, b, h, seqlen_q, seqlen_kv);
+  int failures = 0;
+  for (int i = 0; i < seqlen_q && failures < 5; ++i) {
+    for (int j = 0; j < seqlen_kv && failures < 5; ++j) {
+      const bool kept = spec_kept(causal, i, j, seqlen_q, seqlen_kv);
+      const double value = expected_value(i, j);
+      const float s = some_score(i, j);
+      const float score = trait.template score<float>(s, i, j);
+      const double expected_score = (!kept || value == -INFINITY) ? -INFINITY : s + value;
+      const bool ok_mask = trait.masked(i, j) == !kept;
+      const bool ok_value = value == -INFINITY ? trait.template value<float>(i, j) == -kInf
+                                               : std::abs(trait.template value<float>(i, j) - value) <=
+                                                     1e-6 * (1.0 + std::abs(value));
+      const bool ok_score = expected_score == -INFINITY
+                                ? score == -kInf
+                                : std::abs(score - expected_score) <= 1e-5 * (1.0 + std::abs(s) + std::abs(value));
+      if (!(ok_mask && ok_value && ok_score)) {
+        ++failures;
+        ADD_FAILURE() << "b=" << b << " h=" << h << " Sq=" << seqlen_q << " Skv=" << seqlen_kv << " i=" << i
+                      << " j=" << j << ": masked=" << trait.masked(i, j) << " (kept " << kept
+                      << "), value=" << trait.template value<float>(i, j) << " (want " << value
+                      << "), score=" << score << " (want " << expected_score << ")";
+      }
+    }
+  }
+}
+
+template <class Trait>
+void check_no_additive(CausalVariant causal) {
+  static_assert(!Trait::kHasValue, "a mask-only trait must let kernels skip the bias step");
+  EXPECT_EQ(Trait::kCausal, causal);
+  EXPECT_EQ(Trait::kIsCausal, causal != CausalVariant::kNone);
+  for (auto [sq, skv] : kElementSizes) {
+    check_elements<Trait>(Trait::make_params(BiasDesc{}), causal, 0, 0, sq, skv, [](int, int) { return 0.0; });
+  }
+}
+
+TEST(BiasTraitElements, NoBias) { check_no_additive<sdpa::NoBias>(CausalVariant::kNone); }
+TEST(BiasTraitElements, CausalUpperLeft) { check_no_additive<sdpa::CausalUpperLeft>(CausalVariant::kUpperLeft); }
+TEST(BiasTraitElements, CausalLowerRight) {
+  check_no_additive<sdpa::CausalLowerRight>(CausalVariant::kLowerRight);
+}
+
+// Slopes for B = 3, H = 5, distinct per (b, h) so a wrong index shows.
+struct SlopeTable {
+  static constexpr int kBatch = 3, kHeads = 5;
+  std::vector<float> values;
+  int64_t stride_batch, stride_head;
+  double slope(int b, int h) const { return values[b * stride_batch + h * stride_head]; }
+};
+
+// (B, H) contiguous, (H, B) transposed, and (H,) broadcast over batch.
+std::vector<SlopeTable> slope_tables() {
+  std::vector<SlopeTable> tables;
+  auto fill = [](int n) {
+    std::vector<float> v(n);
+    for (int x = 0; x < n; ++x) v[x] = std::exp2(-0.5f * (x + 1)) * (1.0f + 0.01f * x);
+    return v;
+  };
+  tables.push_back({fill(SlopeTable::kBatch * SlopeTable::kHeads), SlopeTable::kHeads, 1});
+  tables.push_back({fill(SlopeTable::kBatch * SlopeTable::kHeads), 1, SlopeTable::kBatch});
+  tables.push_back({fill(SlopeTable::kHeads), 0, 1});
+  return tables;
+}
+
+template <class Trait>
+void check_alibi(CausalVariant causal) {
+  static_assert(Trait::kHasValue, "ALiBi adds a value");
+  EXPECT_EQ(Trait::kKind, BiasKind::kAlibi);
+  EXPECT_EQ(Trait::kCausal, causal);
+  for (const SlopeTable& table : slope_tables()) {
+    BiasDesc desc;
+    desc.kind = BiasKind::kAlibi;
+    desc.causal = causal;
+    desc.alibi = {table.values.data(), table.stride_batch, table.stride_head};
+    for (auto [sq, skv] : kElementSizes) {
+      // Every (b, h) on small problems; the corners on large ones, to keep the test quick.
+      const bool small = static_cast<int64_t>(sq) * skv <= 113 * 113;
+      for (int b = 0; b < SlopeTable::kBatch; ++b) {
+        for (int h = 0; h < SlopeTable::kHeads; ++h) {
+          if (!small && !((b == 0 && h == 0) || (b == SlopeTable::kBatch - 1 && h == SlopeTable::kHeads - 1))) continue;
+          const double slope = table.slope(b, h);
+          check_elements<Trait>(Trait::make_params(desc), causal, b, h, sq, skv,
+                                [&](int i, int j) { return spec_alibi(slope, i, j, sq, skv); });
+        }
+      }
+    }
+  }
+}
+
+TEST(BiasTraitElements, Alibi) { check_alibi<sdpa::Alibi>(CausalVariant::kNone); }
+TEST(BiasTraitElements, AlibiCausalUpperLeft) { check_alibi<sdpa::AlibiCausalUpperLeft>(CausalVariant::kUpperLeft); }
+TEST(BiasTraitElements, AlibiCausalLowerRight) {
+  check_alibi<sdpa::AlibiCausalLowerRight>(CausalVariant::kLowerRight);
+}
+
+// A dense (B, H, Sq, Skv) tensor in one of several stride patterns; data holds floats or mask bytes.
+struct DenseTensor {
+  static constexpr int kBatch = 2, kHeads = 3;
+  std::vector<float> values;
+  std::vector<unsigned char> mask;
+  int64_t stride_batch = 0, stride_head = 0, stride_q = 0, stride_kv = 0;
+
+  int64_t index(int b, int h, int i, int j) const {
+    return b * stride_batch + h * stride_head + i * stride_q + j * stride_kv;
+  }
+  double value(int b, int h, int i, int j) const {
+    if (!mask.empty()) return mask[index(b, h, i, j)] ? 0.0 : -INFINITY;
+    return values[index(b, h, i, j)];
+  }
+  sdpa::DenseDesc desc() const {
+    sdpa::DenseDesc d;
+    d.data = mask.empty() ? static_cast<const void*>(values.data()) : mask.data();
+    d.dtype = mask.empty() ? sdpa::DType::kFloat32 : sdpa::DType::kBool;
+    d.stride_batch = stride_batch;
+    d.stride_head = stride_head;
+    d.stride_q = stride_q;
+    d.stride_kv = stride_kv;
+    return d;
+  }
+};
+
+enum class DensePattern { kFull, kBroadcastBatchHead, kBroadcastQuery, kKeyMajor };
+
+DenseTensor make_dense(DensePattern pattern, bool is_mask, int sq, int skv, std::mt19937& rng) {
+  DenseTensor t;
+  const int64_t plane = static_cast<int64_t>(sq) * skv;
+  int64_t size = 0;
+  switch (pattern) {
+    case DensePattern::kFull:  // (B, H, Sq, Skv) contiguous
+      t = {{}, {}, DenseTensor::kHeads * plane, plane, skv, 1};
+      size = DenseTensor::kBatch * DenseTensor::kHeads * plane;
+      break;
+    case DensePattern::kBroadcastBatchHead:  // (1, 1, Sq, Skv)
+      t = {{}, {}, 0, 0, skv, 1};
+      size = plane;
+      break;
+    case DensePattern::kBroadcastQuery:  // (B, 1, 1, Skv), a padding mask
+      t = {{}, {}, skv, 0, 0, 1};
+      size = DenseTensor::kBatch * skv;
+      break;
+    case DensePattern::kKeyMajor:  // (H, Skv, Sq) storage viewed as (1, H, Sq, Skv)
+      t = {{}, {}, 0, plane, 1, sq};
+      size = DenseTensor::kHeads * plane;
+      break;
+  }
+  if (is_mask) {
+    // Nonzero means attend, whatever the byte: use 1, 2 and 255 next to 0.
+    const unsigned char bytes[] = {0, 1, 2, 255};
+    std::uniform_int_distribution<int> pick(0, 3);
+    t.mask.resize(size);
+    for (auto& m : t.mask) m = bytes[pick(rng)];
+  } else {
+    std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+    t.values.resize(size);
+    for (auto& x : t.values) x = dist(rng);
+  }
+  return t;
+}
+
+template <class Trait>
+void check_dense(CausalVariant causal) {
+  static_assert(Trait::kHasValue, "a dense bias adds a value");
+  EXPECT_EQ(Trait::kKind, BiasKind::kDense);
+  EXPECT_EQ(Trait::kCausal, causal);
+  std::mt19937 rng(1234);
+  const std::vector<std::pair<int, int>> sizes = {{1, 1}, {1, 17}, {17, 1}, {17, 113}, {113, 17}, {113, 1000}, {1000, 113}};
+  for (bool is_mask : {false, true}) {
+    for (DensePattern pattern : {DensePattern::kFull, DensePattern::kBroadcastBatchHead, DensePattern::kBroadcastQuery,
+                                 DensePattern::kKeyMajor}) {
+      for (auto [sq, skv] : sizes) {
+        const DenseTensor tensor = make_dense(pattern, is_mask, sq, skv, rng);
+        BiasDesc desc;
+        desc.kind = BiasKind::kDense;
+        desc.causal = causal;
+        desc.dense = tensor.desc();
+        for (int b = 0; b < DenseTensor::kBatch; ++b) {
+          for (int h = 0; h < DenseTensor::kHeads; ++h) {
+            check_elements<Trait>(Trait::make_params(desc), causal, b, h, sq, skv,
+                                  [&](int i, int j) { return tensor.value(b, h, i, j); });
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(BiasTraitElements, DenseBias) { check_dense<sdpa::DenseBias>(CausalVariant::kNone); }
+TEST(BiasTraitElements, DenseBiasCausalUpperLeft) {
+  check_dense<sdpa::DenseBiasCausalUpperLeft>(CausalVariant::kUpperLeft);
+}
+TEST(BiasTraitElements, DenseBiasCausalLowerRight) {
+  check_dense<sdpa::DenseBiasCausalLowerRight>(CausalVariant::kLowerRight);
+}
+
+// ---- tile ranges -----------------------------------------------------------------------------------
+
+// What a brute-force scan of one tile finds: some element visible, every element visible.
+struct TileScan {
+  bool any = false;
+  bool all = true;
+};
+
+// Forward: query block m_block (rows past seqlen_q ignored) against key tile n. "all" needs every key of
+// the tile to exist and be kept for every in-sequence row.
+TileScan scan_kv_tile(CausalVariant causal, int m_block, int n, int block_m, int block_n, int sq, int skv) {
+  TileScan scan;
+  for (int i = m_block * block_m; i < (m_block + 1) * block_m && i < sq; ++i) {
+    for (int j = n * block_n; j < (n + 1) * block_n; ++j) {
+      const bool visible = j < skv && spec_kept(causal, i, j, sq, skv);
+      scan.any = scan.any || visible;
+      scan.all = scan.all && visible;
+      if (scan.any && !scan.all) return scan;
+    }
+  }
+  return scan;
+}
+
+// Backward: key block n_block (columns past seqlen_kv ignored) against query tile m. "all" needs every
+// query of the tile to exist and keep every in-sequence column.
+TileScan scan_q_tile(CausalVariant causal, int n_block, int m, int block_m, int block_n, int sq, int skv) {
+  TileScan scan;
+  for (int j = n_block * block_n; j < (n_block + 1) * block_n && j < skv; ++j) {
+    for (int i = m * block_m; i < (m + 1) * block_m; ++i) {
+      const bool visible = i < sq && spec_kept(causal, i, j, sq, skv);
+      scan.any = scan.any || visible;
+      scan.all = scan.all && visible;
+      if (scan.any && !scan.all) return scan;
+    }
+  }
+  return scan;
+}
+
+std::string describe(const char* what, CausalVariant causal, int block, int sq, int skv, int block_m, int block_n,
+                     const TileRange& r) {
+  return std::string(what) + " causal=" + sdpa::causal_variant_name(causal) + " block=" + std::to_string(block) +
+         " Sq=" + std::to_string(sq) + " Skv=" + std::to_string(skv) + " block_m=" + std::to_string(block_m) +
+         " block_n=" + std::to_string(block_n) + " -> [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
+         ") unmasked [" + std::to_string(r.unmasked_begin) + ", " + std::to_string(r.unmasked_end) + ")";
+}
+
+// The properties every range must have, given a scan of each of its num_tiles tiles.
+template <class Scan>
+void check_range(const TileRange& r, int num_tiles, Scan scan, const std::string& where, int& failures) {
+  auto fail = [&](const std::string& why) {
+    if (++failures <= 10) ADD_FAILURE() << where << ": " << why;
+  };
+  if (!(0 <= r.begin && r.begin <= r.end && r.end <= num_tiles)) return fail("range outside [0, num_tiles]");
+  if (!(r.begin <= r.unmasked_begin && r.unmasked_begin <= r.unmasked_end && r.unmasked_end <= r.end)) {
+    return fail("unmasked range not inside [begin, end)");
+  }
+  for (int t = 0; t < num_tiles; ++t) {
+    const TileScan s = scan(t);
+    const bool visited = r.begin <= t && t < r.end;
+    if (!visited && s.any) fail("tile " + std::to_string(t) + " is skipped but has a visible element");
+    if (visited && !r.needs_mask(t) && !s.all) fail("tile " + std::to_string(t) + " is unmasked but not fully visible");
+    if (visited && r.needs_mask(t) && s.all) fail("tile " + std::to_string(t) + " is fully visible but masked (slow path)");
+    if (visited && r.needs_mask(t) == (r.unmasked_begin <= t && t < r.unmasked_end)) {
+      fail("needs_mask(" + std::to_string(t) + ") disagrees with [unmasked_begin, unmasked_end)");
+    }
+  }
+  if (!r.empty() && !scan(r.begin).any) fail("first visited tile has no visible element");
+  if (!r.empty() && !scan(r.end - 1).any) fail("last visited tile has no visible element");
+}
+
+const std::vector<int> kTileSizes = {1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 100, 113, 127, 129, 255, 257, 1000};
+const std::vector<int> kBlocks = {16, 32, 64, 128};
+
+template <class Trait>
+void check_tile_ranges(CausalVariant causal) {
+  int failures = 0;
+  for (int sq : kTileSizes) {
+    for (int skv : kTileSizes) {
+      for (int block_m : kBlocks) {
+        for (int block_n : kBlocks) {
+          const int num_q = (sq + block_m - 1) / block_m, num_kv = (skv + block_n - 1) / block_n;
+          for (int m = 0; m < num_q; ++m) {
+            const TileRange r = Trait::kv_tiles(m, block_m, block_n, sq, skv);
+            check_range(r, num_kv, [&](int n) { return scan_kv_tile(causal, m, n, block_m, block_n, sq, skv); },
+                        describe("kv_tiles", causal, m, sq, skv, block_m, block_n, r), failures);
+          }
+          for (int n = 0; n < num_kv; ++n) {
+            const TileRange r = Trait::q_tiles(n, block_m, block_n, sq, skv);
+            check_range(r, num_q, [&](int m) { return scan_q_tile(causal, n, m, block_m, block_n, sq, skv); },
+                        describe("q_tiles", causal, n, sq, skv, block_m, block_n, r), failures);
+          }
+          if (failures > 10) return;
+        }
+      }
+    }
+  }
+}
+
+TEST(BiasTraitTiles, NoBias) { check_tile_ranges<sdpa::NoBias>(CausalVariant::kNone); }
+TEST(BiasTraitTiles, CausalUpperLeft) { check_tile_ranges<sdpa::CausalUpperLeft>(CausalVariant::kUpperLeft); }
+TEST(BiasTraitTiles, CausalLowerRight) { check_tile_ranges<sdpa::CausalLowerRight>(CausalVariant::kLowerRight); }
+
+bool same_range(const TileRange& a, const TileRange& b) {
+  return a.begin == b.begin && a.end == b.end && a.unmasked_begin == b.unmasked_begin &&
+         a.unmasked_end == b.unmasked_end;
+}
+
+// The additive part never removes a whole tile (a dense mask is applied element-wise), so a trait's
+// ranges are exactly those of its causal mask; the checks above then cover every trait.
+template <class Trait, class MaskOnly>
+void check_same_ranges() {
+  for (int sq : {1, 17, 113, 1000}) {
+    for (int skv : {1, 17, 113, 1000}) {
+      for (int block_m : kBlocks) {
+        for (int block_n : kBlocks) {
+          for (int m = 0; m * block_m < sq; ++m) {
+            ASSERT_TRUE(same_range(Trait::kv_tiles(m, block_m, block_n, sq, skv),
+                                   MaskOnly::kv_tiles(m, block_m, block_n, sq, skv)));
+          }
+          for (int n = 0; n * block_n < skv; ++n) {
+            ASSERT_TRUE(same_range(Trait::q_tiles(n, block_m, block_n, sq, skv),
+                                   MaskOnly::q_tiles(n, block_m, block_n, sq, skv)));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(BiasTraitTiles, AdditivePartsKeepTheMaskRanges) {
+  check_same_ranges<sdpa::Alibi, sdpa::NoBias>();
+  check_same_ranges<sdpa::DenseBias, sdpa::NoBias>();
+  check_same_ranges<sdpa::AlibiCausalUpperLeft, sdpa::CausalUpperLeft>();
+  check_same_ranges<sdpa::DenseBiasCausalUpperLeft, sdpa::CausalUpperLeft>();
+  check_same_ranges<sdpa::AlibiCausalLowerRight, sdpa::CausalLowerRight>();
+  check_same_ranges<sdpa::DenseBiasCausalLowerRight, sdpa::CausalLowerRight>();
+}
+
+// Lower-right with Sq > Skv: the top Sq - Skv rows see no key, and a block made only of them visits nothing.
+TEST(BiasTraitTiles, LowerRightSkipsBlocksOfEmptyRows) {
+  const int sq = 1000, skv = 113, block_m = 64, block_n = 64;
+  for (int m = 0; m * block_m < sq; ++m) {
+    const int last_row = std::min(sq, (m + 1) * block_m) - 1;
+    const bool any_row_sees_a_key = last_row + (skv - sq) >= 0;
+    EXPECT_EQ(!sdpa::CausalLowerRight::kv_tiles(m, block_m, block_n, sq, skv).empty(), any_row_sees_a_key) << m;
+  }
+}
+
+}  // namespace

@@ -1,0 +1,192 @@
+// select_forward()'s answers: which kernel, or why none. Host-only: no tensor is ever read, so the
+// problems point at a small aligned buffer. Checks that need a CUDA build or a visible device skip
+// themselves elsewhere, so each machine checks what it can reach.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "device_info.hpp"
+#include "sdpa/sdpa.hpp"
+
+namespace {
+
+using sdpa::BiasDesc;
+using sdpa::BiasKind;
+using sdpa::CausalVariant;
+using sdpa::DType;
+using sdpa::StatusCode;
+
+alignas(16) unsigned char g_storage[256];  // stands in for every device pointer; never dereferenced
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// A valid bf16 problem whose pointers and strides satisfy the kernels' 16-byte alignment rule.
+sdpa::AttentionProblem aligned_problem(DType dtype = DType::kBFloat16, int head_dim = 64) {
+  sdpa::AttentionProblem p;
+  p.dtype = dtype;
+  p.batch = 2;
+  p.heads_q = 4;
+  p.heads_kv = 2;
+  p.seqlen_q = 33;
+  p.seqlen_kv = 65;
+  p.head_dim = head_dim;
+  auto view = [&](int heads, int seqlen) {
+    const int64_t seq = head_dim, head = int64_t{seqlen} * head_dim;
+    return sdpa::TensorView{g_storage, heads * head, head, seq};
+  };
+  p.q = view(p.heads_q, p.seqlen_q);
+  p.k = view(p.heads_kv, p.seqlen_kv);
+  p.v = view(p.heads_kv, p.seqlen_kv);
+  p.o = view(p.heads_q, p.seqlen_q);
+  p.scale = 0.125f;
+  return p;
+}
+
+bool device_visible() { return sdpa::current_compute_capability() > 0; }
+
+// Every bias the API can express, with the parameters validate() wants present.
+std::vector<BiasDesc> all_biases(DType dtype) {
+  std::vector<BiasDesc> biases;
+  for (BiasKind kind : {BiasKind::kNone, BiasKind::kAlibi, BiasKind::kDense}) {
+    for (CausalVariant causal : {CausalVariant::kNone, CausalVariant::kUpperLeft, CausalVariant::kLowerRight}) {
+      BiasDesc bias;
+      bias.kind = kind;
+      bias.causal = causal;
+      bias.alibi.slopes = reinterpret_cast<const float*>(g_storage);
+      bias.dense.data = g_storage;
+      bias.dense.dtype = dtype;
+      biases.push_back(bias);
+    }
+  }
+  return biases;
+}
+
+TEST(Dispatch, CompiledKernelsMatchTheBuild) {
+  const std::vector<std::string> names = sdpa::compiled_kernels();
+  if (!sdpa::built_with_cuda()) {
+    EXPECT_TRUE(names.empty()) << "a build without CUDA lists " << names.size() << " kernels";
+    return;
+  }
+  EXPECT_FALSE(names.empty()) << "a CUDA build with no kernel in SDPA_KERNEL_* lists";
+  std::set<std::string> trait_names;
+  for (const BiasDesc& bias : all_biases(DType::kBFloat16)) trait_names.insert(sdpa::bias_trait_name(bias));
+  const std::regex pattern(R"(fwd_sm80<(\w+), (bfloat16|float16), hd(\d+)>)");
+  std::set<std::string> seen;
+  for (const std::string& name : names) {
+    std::smatch match;
+    ASSERT_TRUE(std::regex_match(name, match, pattern)) << name;
+    EXPECT_TRUE(trait_names.count(match[1])) << name << " names an unknown bias trait";
+    EXPECT_TRUE(seen.insert(name).second) << name << " is listed twice";
+  }
+}
+
+// validate() runs before anything else, so a bad argument is reported as such on every build.
+TEST(Dispatch, InvalidArgumentsComeFirst) {
+  sdpa::AttentionProblem p = aligned_problem();
+  p.k.data = nullptr;
+  const sdpa::KernelChoice choice = sdpa::select_forward(p, {});
+  EXPECT_EQ(choice.status.code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(choice.status.message, "k.data")) << choice.status.message;
+  EXPECT_TRUE(choice.kernel.empty());
+  EXPECT_EQ(sdpa::forward(p, {}).code, StatusCode::kInvalidArgument);
+}
+
+TEST(Dispatch, BuildWithoutCudaSaysSo) {
+  if (sdpa::built_with_cuda()) GTEST_SKIP() << "this build has CUDA kernels";
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16, DType::kFloat32}) {
+    for (const BiasDesc& bias : all_biases(dtype)) {
+      const sdpa::KernelChoice choice = sdpa::select_forward(aligned_problem(dtype), bias);
+      EXPECT_EQ(choice.status.code, StatusCode::kNotCompiled) << sdpa::bias_trait_name(bias);
+      EXPECT_TRUE(contains(choice.status.message, "CUDA")) << choice.status.message;
+      EXPECT_TRUE(choice.kernel.empty());
+      // forward() never falls back: it gives the same refusal instead of computing anything.
+      EXPECT_EQ(sdpa::forward(aligned_problem(dtype), bias).code, StatusCode::kNotCompiled);
+    }
+  }
+}
+
+TEST(Dispatch, Float32HasNoFusedKernel) {
+  if (!sdpa::built_with_cuda()) GTEST_SKIP() << "built without CUDA: every problem is not_compiled";
+  const sdpa::KernelChoice choice = sdpa::select_forward(aligned_problem(DType::kFloat32), {});
+  EXPECT_EQ(choice.status.code, StatusCode::kUnsupported);
+  EXPECT_TRUE(contains(choice.status.message, "float32")) << choice.status.message;
+  EXPECT_TRUE(choice.kernel.empty());
+}
+
+TEST(Dispatch, MissingDeviceIsReported) {
+  if (!sdpa::built_with_cuda()) GTEST_SKIP() << "built without CUDA";
+  if (device_visible()) GTEST_SKIP() << "a CUDA device is visible";
+  const sdpa::KernelChoice choice = sdpa::select_forward(aligned_problem(), {});
+  EXPECT_EQ(choice.status.code, StatusCode::kUnsupported);
+  EXPECT_TRUE(contains(choice.status.message, "device")) << choice.status.message;
+}
+
+// The views of a problem by operand name, so each can be broken in turn.
+sdpa::TensorView& operand(sdpa::AttentionProblem& p, const std::string& name) {
+  return name == "q" ? p.q : name == "k" ? p.k : name == "v" ? p.v : p.o;
+}
+
+TEST(Dispatch, MisalignedOperandIsNamed) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  for (const std::string name : {"q", "k", "v", "o"}) {
+    sdpa::AttentionProblem p = aligned_problem();
+    operand(p, name).data = g_storage + 2;  // one bf16 element off
+    sdpa::KernelChoice choice = sdpa::select_forward(p, {});
+    EXPECT_EQ(choice.status.code, StatusCode::kUnsupported) << name;
+    EXPECT_EQ(choice.status.message.rfind(name + " is not", 0), 0u) << choice.status.message;
+
+    p = aligned_problem();
+    operand(p, name).stride_seq += 1;  // rows no longer start on 16 bytes
+    choice = sdpa::select_forward(p, {});
+    EXPECT_EQ(choice.status.code, StatusCode::kUnsupported) << name;
+    EXPECT_EQ(choice.status.message.rfind(name + " is not", 0), 0u) << choice.status.message;
+  }
+}
+
+// A stride of an extent-1 dimension is never multiplied by a nonzero index, so it may be anything.
+TEST(Dispatch, StrideOfSizeOneDimensionIsIgnored) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  sdpa::AttentionProblem p = aligned_problem();
+  p.batch = 1;
+  p.seqlen_q = 1;
+  p.q.stride_batch = p.o.stride_batch = 3;
+  p.q.stride_seq = p.o.stride_seq = 5;
+  const sdpa::KernelChoice choice = sdpa::select_forward(p, {});
+  EXPECT_NE(choice.status.code, StatusCode::kUnsupported) << choice.status.message;
+}
+
+// Each listed kernel is reachable: the problem it names selects exactly it.
+TEST(Dispatch, EveryCompiledKernelIsSelected) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
+  int checked = 0;
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    for (int head_dim : {32, 64, 96, 128, 192, 256}) {
+      for (const BiasDesc& bias : all_biases(dtype)) {
+        const std::string expected = std::string("fwd_sm80<") + sdpa::bias_trait_name(bias) + ", " +
+                                     sdpa::dtype_name(dtype) + ", hd" + std::to_string(head_dim) + ">";
+        const std::vector<std::string> names = sdpa::compiled_kernels();
+        const bool compiled = std::find(names.begin(), names.end(), expected) != names.end();
+        const sdpa::KernelChoice choice = sdpa::select_forward(aligned_problem(dtype, head_dim), bias);
+        if (compiled) {
+          ++checked;
+          EXPECT_TRUE(choice.status.ok()) << expected << ": " << choice.status.message;
+          EXPECT_EQ(choice.kernel, expected);
+        } else {
+          EXPECT_EQ(choice.status.code, StatusCode::kNotCompiled) << expected;
+          EXPECT_TRUE(contains(choice.status.message, "head_dim " + std::to_string(head_dim)))
+              << choice.status.message;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, static_cast<int>(sdpa::compiled_kernels().size()))
+      << "some compiled kernel has a head dim outside the list this test walks";
+}
+
+}  // namespace

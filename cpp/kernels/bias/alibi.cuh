@@ -44,6 +44,16 @@ struct AlibiSlopes {
     const int distance = i + offset - j;
     return -slope * static_cast<float>(distance < 0 ? -distance : distance);
   }
+
+  // On and left of its diagonal (j <= i + offset) the |.| vanishes and the value splits into a row part and
+  // a column part: -slope * (i - row0) + slope * (j - (row0 + offset)). row0 anchors both parts near the
+  // block's diagonal so they stay small and exact in fp32 even at long sequence lengths.
+  static constexpr bool kSplittable = true;
+  static SDPA_HOST_DEVICE int split_diagonal(int seqlen_q, int seqlen_kv) { return seqlen_kv - seqlen_q; }
+  SDPA_HOST_DEVICE float row_part(int i, int row0) const { return -slope * static_cast<float>(i - row0); }
+  SDPA_HOST_DEVICE float column_part(int j, int row0) const {
+    return slope * static_cast<float>(j - (row0 + offset));
+  }
 };
 
 }  // namespace sdpa

@@ -5,6 +5,7 @@
 //   BiasTrait(params, b, h, ..) the per-(batch, head) view a thread block builds once
 //   score<Element>(s, i, j)     the biased score of element (i, j) given the scaled score s; -inf if masked
 //   kv_tiles / q_tiles          which tiles a block visits, and which of them need element masking
+//   split_holds / row_part / column_part   a cheaper equivalent of value() that kernels may use (below)
 // Kernels call only these, so a new bias is one new additive part or causal variant, not a kernel edit.
 #pragma once
 
@@ -47,6 +48,21 @@ struct BiasTrait {
     if (masked(i, j)) return -__builtin_huge_valf();
     return kHasValue ? scaled_score + value<Element>(i, j) : scaled_score;
   }
+
+  // Softmax is invariant to a per-row constant. When split_holds(), every key the causal mask keeps lies on
+  // or left of the additive part's own diagonal, where value(i, j) == row_part(i, row0) +
+  // column_part(j, row0) for any row0; a kernel may then score kept elements as scaled + column_part(j)
+  // (one FMA, column parts computed once per tile column) and add row_part(i) to the LSE alone. Holds for
+  // ALiBi with lower-right causal always, and with upper-left causal when Skv >= Sq.
+  static constexpr bool kSplittable = Additive::kSplittable && kIsCausal;
+  static SDPA_HOST_DEVICE bool split_holds(int seqlen_q, int seqlen_kv) {
+    if constexpr (kSplittable) {
+      return Mask::diagonal_offset(seqlen_q, seqlen_kv) <= Additive::split_diagonal(seqlen_q, seqlen_kv);
+    }
+    return false;
+  }
+  SDPA_HOST_DEVICE float row_part(int i, int row0) const { return additive.row_part(i, row0); }
+  SDPA_HOST_DEVICE float column_part(int j, int row0) const { return additive.column_part(j, row0); }
 
   static SDPA_HOST_DEVICE TileRange kv_tiles(int m_block, int block_m, int block_n, int seqlen_q,
                                              int seqlen_kv) {

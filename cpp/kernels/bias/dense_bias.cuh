@@ -13,6 +13,7 @@ namespace sdpa {
 
 struct DenseValues {
   static constexpr BiasKind kKind = BiasKind::kDense;
+  static constexpr bool kSplittable = false;  // see AlibiSlopes::row_part
   static constexpr bool kHasValue = true;
 
   struct Params {

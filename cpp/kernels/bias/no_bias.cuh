@@ -8,6 +8,7 @@ namespace sdpa {
 
 struct NoAdditive {
   static constexpr BiasKind kKind = BiasKind::kNone;
+  static constexpr bool kSplittable = false;  // see AlibiSlopes::row_part
   static constexpr bool kHasValue = false;  // kernels skip the bias step entirely
 
   struct Params {};

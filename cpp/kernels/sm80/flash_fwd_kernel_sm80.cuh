@@ -31,6 +31,7 @@ struct FwdParamsSm80 {
   int64_t o_batch_stride, o_head_stride, o_row_stride;
   int seqlen_q, seqlen_kv, heads_q, group_size;
   float scale;      // applied to Q K^T before any bias
+  float inv_scale;  // 1 / scale, for the split form's column parts
   float softmax_c;  // the softmax sees x with logit * log2(e) = x * softmax_c, softmax_c > 0
   bool prescale;    // x = S * scale; otherwise (bias-free, scale > 0) x = S and the scale is in softmax_c
   BiasParams bias;
@@ -138,6 +139,35 @@ __device__ __forceinline__ void apply_bias(TensorS& s, TensorC const& coord, Bia
   }
 }
 
+// Split form (Bias::split_holds): the tile's accumulator starts at column_part(j) / scale instead of 0, so
+// the tensor cores add Q K^T onto it and x = acc * scale comes out of the exponent's FMA as for a bias-free
+// trait: ALiBi then costs nothing per score. The row parts are added to the LSE by the caller.
+template <class Bias, class TensorS, class TensorC, class Params>
+__device__ __forceinline__ void init_split_scores(TensorS& s, TensorC const& coord, Bias const& bias, Params const& p,
+                                                  int row0, int col0) {
+#pragma unroll
+  for (int k = 0; k < size<1>(s); ++k) {
+    const float column = bias.column_part(col0 + get<1>(coord(0, k)), row0) * p.inv_scale;
+#pragma unroll
+    for (int r = 0; r < size<0>(s); ++r) s(r, k) = column;
+  }
+}
+
+// The element mask alone (causal and keys past seqlen_kv), for masked tiles of the split form.
+template <class Bias, class TensorS, class TensorC, class Params>
+__device__ __forceinline__ void mask_scores(TensorS& s, TensorC const& coord, Bias const& bias, Params const& p,
+                                            int row0, int col0) {
+#pragma unroll
+  for (int r = 0; r < size<0>(s); ++r) {
+    const int i = row0 + get<0>(coord(r, 0));
+#pragma unroll
+    for (int k = 0; k < size<1>(s); ++k) {
+      const int j = col0 + get<1>(coord(r, k));
+      if (j >= p.seqlen_kv || bias.masked(i, j)) s(r, k) = -CUDART_INF_F;
+    }
+  }
+}
+
 // Writes this block's normalized O (through smem, for 16-byte global stores) and, if asked, its LSE.
 template <class Traits, class Params, class TensorO, class TensorC, class TiledMma, int kNRows>
 __device__ __forceinline__ void store_output(Params const& p, TensorO const& acc_o, TensorC const& coord_rc,
@@ -206,7 +236,8 @@ __device__ __forceinline__ void store_empty(Params const& p, int m_block, int b,
 
 }  // namespace sm80
 
-template <class Traits, class Bias>
+// kSplit: the trait's split form holds for this problem (Bias::split_holds), so scores take one FMA.
+template <class Traits, class Bias, bool kSplit>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_fwd_kernel_sm80(const __grid_constant__ FwdParamsSm80<typename Bias::Params> p) {
   using namespace cute;
@@ -299,7 +330,12 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // One key tile: V's load overlaps Q K^T, and the next K's load overlaps softmax and P V.
   auto step = [&](int n, auto masked) {
     Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kBlockN>>{});
-    clear(acc_s);
+    Tensor s = acc_rowcol(acc_s);
+    if constexpr (kSplit) {
+      init_split_scores(s, coord_rc, bias, p, m_block * kBlockM, n * kBlockN);
+    } else {
+      clear(acc_s);
+    }
     cp_async_wait<0>();
     __syncthreads();  // K(n) has landed, and every warp is done reading V(n + 1)
     // An unmasked tile is full by the TileRange contract; only masked ones need row predicates.
@@ -307,8 +343,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     cp_async_fence();
     gemm_ss(acc_s, tSrQ, tSrK, tSsQ, tSsK, mma, s2r_q, s2r_q_thr, s2r_k, s2r_k_thr);
 
-    Tensor s = acc_rowcol(acc_s);
-    apply_bias<decltype(masked)::value, Element>(s, coord_rc, bias, p, m_block * kBlockM, n * kBlockN);
+    if constexpr (kSplit) {
+      if constexpr (decltype(masked)::value) mask_scores(s, coord_rc, bias, p, m_block * kBlockM, n * kBlockN);
+    } else {
+      apply_bias<decltype(masked)::value, Element>(s, coord_rc, bias, p, m_block * kBlockM, n * kBlockN);
+    }
 
     cp_async_wait<0>();
     __syncthreads();  // V(n) has landed, and every warp is done reading K(n)
@@ -335,6 +374,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   float lse[kNRows];
   softmax.finalize(acc_o_rc, p.softmax_c, lse);
+  if constexpr (kSplit) {  // the row parts init_split_scores left out (-inf stays -inf)
+#pragma unroll
+    for (int r = 0; r < kNRows; ++r) lse[r] += bias.row_part(m_block * kBlockM + get<0>(coord_rc(r, 0)), m_block * kBlockM);
+  }
   store_output<Traits>(p, acc_o, coord_rc, lse, smem_q, mma, m_block, b, h);
 }
 

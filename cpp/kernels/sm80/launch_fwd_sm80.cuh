@@ -28,8 +28,16 @@ struct CuteElement<DType::kBFloat16> {
   using type = cutlass::bfloat16_t;
 };
 
+// Whether to run the trait's split form: it folds the scale into the exponent, so it needs scale > 0.
 template <class Bias>
-FwdParamsSm80<typename Bias::Params> make_fwd_params_sm80(const AttentionProblem& problem, const BiasDesc& bias) {
+bool use_split_form(const AttentionProblem& problem) {
+  return Bias::split_holds(problem.seqlen_q, problem.seqlen_kv) && problem.scale > 0.0f &&
+         std::isfinite(problem.scale);
+}
+
+template <class Bias>
+FwdParamsSm80<typename Bias::Params> make_fwd_params_sm80(const AttentionProblem& problem, const BiasDesc& bias,
+                                                          bool split) {
   constexpr float kLog2e = 1.4426950408889634f;
   FwdParamsSm80<typename Bias::Params> p;
   p.q = problem.q.data;
@@ -54,22 +62,19 @@ FwdParamsSm80<typename Bias::Params> make_fwd_params_sm80(const AttentionProblem
   p.heads_q = problem.heads_q;
   p.group_size = problem.group_size();
   p.scale = problem.scale;
+  p.inv_scale = 1.0f / problem.scale;
   // Folding the scale into the exponent (one FMA per score) is only valid for a positive finite scale,
-  // and only without an additive bias, which must be added to the scaled score.
-  const bool fold = !Bias::kHasValue && problem.scale > 0.0f && std::isfinite(problem.scale);
+  // and only without an additive bias, which must be added to the scaled score, or in the split form.
+  const bool fold = (!Bias::kHasValue || split) && problem.scale > 0.0f && std::isfinite(problem.scale);
   p.prescale = !fold;
   p.softmax_c = fold ? problem.scale * kLog2e : kLog2e;
   p.bias = Bias::make_params(bias);
   return p;
 }
 
-// Launches with an explicit Traits; launch_fwd_sm80 picks the tuned tile config, tests may pick others.
-template <class Traits, class Bias>
-Status launch_fwd_sm80_with_traits(const AttentionProblem& problem, const BiasDesc& bias) {
-  if (problem.batch == 0 || problem.heads_q == 0 || problem.seqlen_q == 0) return Status::success();
-
-  const auto params = make_fwd_params_sm80<Bias>(problem, bias);
-  auto kernel = flash_fwd_kernel_sm80<Traits, Bias>;
+template <class Traits, class Bias, bool kSplit>
+Status launch_kernel_sm80(const AttentionProblem& problem, const FwdParamsSm80<typename Bias::Params>& params) {
+  auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kSplit>;
   constexpr int kSmem = Traits::kSmemBytes;
   if (kSmem > 48 * 1024) {
     // Per-function attribute, cheap to set again; done every call so no static state needs a lock.
@@ -87,6 +92,18 @@ Status launch_fwd_sm80_with_traits(const AttentionProblem& problem, const BiasDe
     return Status::error(StatusCode::kCudaError, std::string("launch_fwd_sm80: ") + cudaGetErrorString(err));
   }
   return Status::success();
+}
+
+// Launches with an explicit Traits; launch_fwd_sm80 picks the tuned tile config, tests may pick others.
+template <class Traits, class Bias>
+Status launch_fwd_sm80_with_traits(const AttentionProblem& problem, const BiasDesc& bias) {
+  if (problem.batch == 0 || problem.heads_q == 0 || problem.seqlen_q == 0) return Status::success();
+  if constexpr (Bias::kSplittable) {
+    if (use_split_form<Bias>(problem)) {
+      return launch_kernel_sm80<Traits, Bias, true>(problem, make_fwd_params_sm80<Bias>(problem, bias, true));
+    }
+  }
+  return launch_kernel_sm80<Traits, Bias, false>(problem, make_fwd_params_sm80<Bias>(problem, bias, false));
 }
 
 template <class Bias, DType kDType, int kHeadDim>

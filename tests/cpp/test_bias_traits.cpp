@@ -139,6 +139,50 @@ void check_alibi(CausalVariant causal) {
   }
 }
 
+// The split form: where split_holds(), row_part(i, row0) + column_part(j, row0) must equal value(i, j) on
+// every kept element, for any anchor row row0 (kernels pass the block's first row).
+template <class Trait>
+void check_alibi_split(CausalVariant causal) {
+  static_assert(Trait::kSplittable, "causal ALiBi has a split form");
+  const float slopes[] = {0.5f, 0.0625f};
+  BiasDesc desc;
+  desc.kind = BiasKind::kAlibi;
+  desc.causal = causal;
+  desc.alibi = {slopes, 0, 1};
+  int checked_problems = 0;
+  for (auto [sq, skv] : kElementSizes) {
+    const bool expected = causal == CausalVariant::kLowerRight || skv >= sq;
+    EXPECT_EQ(Trait::split_holds(sq, skv), expected) << "sq=" << sq << " skv=" << skv;
+    if (!Trait::split_holds(sq, skv) || static_cast<int64_t>(sq) * skv > 1000 * 113) continue;
+    ++checked_problems;
+    for (int h = 0; h < 2; ++h) {
+      const Trait trait(Trait::make_params(desc), 0, h, sq, skv);
+      for (int row0 : {0, 64, sq - 1}) {
+        for (int i = 0; i < sq; ++i) {
+          for (int j = 0; j < skv; ++j) {
+            if (trait.masked(i, j)) continue;
+            const double split = double(trait.row_part(i, row0)) + double(trait.column_part(j, row0));
+            ASSERT_NEAR(split, trait.template value<float>(i, j), 1e-3 * (1.0 + std::abs(split)))
+                << "sq=" << sq << " skv=" << skv << " i=" << i << " j=" << j << " row0=" << row0;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked_problems, 3);
+}
+
+TEST(BiasTraitSplit, AlibiCausalUpperLeft) { check_alibi_split<sdpa::AlibiCausalUpperLeft>(CausalVariant::kUpperLeft); }
+TEST(BiasTraitSplit, AlibiCausalLowerRight) {
+  check_alibi_split<sdpa::AlibiCausalLowerRight>(CausalVariant::kLowerRight);
+}
+TEST(BiasTraitSplit, OnlyCausalAlibiSplits) {
+  EXPECT_FALSE(sdpa::Alibi::kSplittable);
+  EXPECT_FALSE(sdpa::DenseBiasCausalUpperLeft::kSplittable);
+  EXPECT_FALSE(sdpa::CausalLowerRight::kSplittable);
+  EXPECT_FALSE(sdpa::Alibi::split_holds(7, 7));
+}
+
 TEST(BiasTraitElements, Alibi) { check_alibi<sdpa::Alibi>(CausalVariant::kNone); }
 TEST(BiasTraitElements, AlibiCausalUpperLeft) { check_alibi<sdpa::AlibiCausalUpperLeft>(CausalVariant::kUpperLeft); }
 TEST(BiasTraitElements, AlibiCausalLowerRight) {

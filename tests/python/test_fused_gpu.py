@@ -79,3 +79,16 @@ def test_no_seq_by_seq_allocation_at_16k(name):
     torch.cuda.synchronize()
     grown = torch.cuda.max_memory_allocated() - before
     assert grown <= 2 * q.numel() * q.element_size(), f"peak grew by {grown} bytes: more than the output"
+
+
+def test_tensors_past_2_31_elements():
+    """64-bit offsets: query and output hold more than 2^31 elements (grouped heads keep K/V small)."""
+    heads_q, seq, dim = 16400, 1024, 128
+    q = torch.randn(1, heads_q, seq, dim, device="cuda", dtype=torch.bfloat16)
+    assert q.numel() > 2**31
+    k = torch.randn(1, 2, seq, dim, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(1, 2, seq, dim, device="cuda", dtype=torch.bfloat16)
+    assert "fused kernel" in sdpa_core.explain(q, k, v, is_causal=True, enable_gqa=True)
+    out = sdpa_core.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    last = slice(heads_q - 2, heads_q)  # the heads whose offsets overflow 32 bits; they read kv head 1
+    assert_close(out[:, last], attention_fp64(q[:, last], k[:, 1:], v[:, 1:], causal="upper_left"), torch.bfloat16)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
 
 import torch
 
@@ -24,12 +23,17 @@ class BiasKind(enum.IntEnum):
     DENSE = 2
 
 
-@dataclass(frozen=True)
 class KernelBias:
-    kind: BiasKind
-    causal: CausalVariant | None
-    slopes: torch.Tensor | None = None  # ALIBI: float32 (H,) or (B, H)
-    dense: torch.Tensor | None = None  # DENSE: bool or float, broadcastable to (B, H, Sq, Skv)
+    """A plain slotted class, not a dataclass: it is built on every call of the eager hot path."""
+
+    __slots__ = ("kind", "causal", "slopes", "dense")
+
+    def __init__(self, kind: BiasKind, causal: CausalVariant | None, slopes: torch.Tensor | None = None,
+                 dense: torch.Tensor | None = None):
+        self.kind = kind
+        self.causal = causal
+        self.slopes = slopes  # ALIBI: float32 (H,) or (B, H)
+        self.dense = dense  # DENSE: bool or float, broadcastable to (B, H, Sq, Skv)
 
     @classmethod
     def causal_only(cls, variant: CausalVariant | None) -> "KernelBias":
@@ -60,25 +64,31 @@ def default_scale(query: torch.Tensor, scale: float | None) -> float:
     return 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
 
 
+_FUSED_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> list[str]:
-    """Reasons, knowable without libsdpa, why no fused kernel can run. Empty means: ask libsdpa."""
+    """Reasons, knowable without libsdpa, why no fused kernel can run. Empty means: ask libsdpa.
+
+    On the eager hot path: written for the common case (no reason) to cost a few attribute reads."""
     reasons = []
     if query.device.type != "cuda":
         reasons.append(f"inputs are on {query.device.type}; fused kernels run on CUDA devices")
-    if query.dtype not in (torch.float16, torch.bfloat16):
+    if query.dtype not in _FUSED_DTYPES:
         reasons.append(f"fused kernels read float16 or bfloat16 inputs; got {query.dtype}")
     if dropout_p > 0.0:
         reasons.append("dropout_p > 0: the fused kernels have no dropout")
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (query, key, value, bias.dense)):
+    if (query.requires_grad or key.requires_grad or value.requires_grad or
+            (bias.dense is not None and bias.dense.requires_grad)) and torch.is_grad_enabled():
         reasons.append("inputs require grad: the fused backward pass is not implemented yet")
     if value.shape[-1] != query.shape[-1]:
         reasons.append(f"value head_dim {value.shape[-1]} differs from query head_dim {query.shape[-1]}")
     if query.numel() == 0 or key.numel() == 0:
         reasons.append("empty input")
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        if t.stride(-1) != 1:
-            reasons.append(f"{name} is not contiguous in its last dimension (stride {t.stride(-1)})")
-    if bias.dense is not None and bias.dense.dtype not in (torch.bool, query.dtype):
+    if query.stride(-1) != 1 or key.stride(-1) != 1 or value.stride(-1) != 1:
+        reasons.append("query, key and value must be contiguous in their last dimension (strides "
+                       f"{query.stride(-1)}, {key.stride(-1)}, {value.stride(-1)})")
+    if bias.dense is not None and bias.dense.dtype is not torch.bool and bias.dense.dtype is not query.dtype:
         reasons.append(f"attn_mask dtype {bias.dense.dtype} is neither bool nor the query dtype {query.dtype}")
     return reasons
 

@@ -21,15 +21,12 @@ def _current_stream(device: torch.device) -> int:
     return torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
 
 
-def _operand(t: torch.Tensor) -> list[int]:
-    s = t.stride()
-    return [t.data_ptr(), s[0], s[1], s[2]]
-
-
 def problem_args(query, key, value, out) -> list[int]:
     batch, heads_q, seq_len_q, head_dim = query.shape
+    qs, ks, vs, os_ = query.stride(), key.stride(), value.stride(), out.stride()
     return [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), batch, heads_q, key.shape[1], seq_len_q, key.shape[2],
-            head_dim, *_operand(query), *_operand(key), *_operand(value), *_operand(out), 0,
+            head_dim, query.data_ptr(), qs[0], qs[1], qs[2], key.data_ptr(), ks[0], ks[1], ks[2],
+            value.data_ptr(), vs[0], vs[1], vs[2], out.data_ptr(), os_[0], os_[1], os_[2], 0,
             _current_stream(query.device)]
 
 
@@ -48,7 +45,7 @@ def bias_args(bias, query, key) -> list[int]:
 
 def try_forward(query, key, value, bias, scale: float) -> torch.Tensor | None:
     """The fused kernel's output, or None when libsdpa has no kernel for these inputs."""
-    out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    out = torch.empty_like(query)  # keeps query's layout; several times cheaper than torch.empty(shape, ...)
     device = query.device
     if device.index != torch.cuda.current_device():
         with torch.cuda.device(device):
@@ -60,7 +57,5 @@ def try_forward(query, key, value, bias, scale: float) -> torch.Tensor | None:
 
 def select(query, key, value, bias, scale: float) -> tuple[str, str]:
     """(kernel name, "") or ("", reason) for these inputs, without launching. Reads no tensor data."""
-    args = problem_args(query, key, value, query)
-    _, heads_q, seq_len_q, head_dim = query.shape
-    args[20:23] = [heads_q * seq_len_q * head_dim, seq_len_q * head_dim, head_dim]  # the output is contiguous
+    args = problem_args(query, key, value, query)  # the output is allocated like the query
     return _C.select_forward(args, scale, bias_args(bias, query, key))

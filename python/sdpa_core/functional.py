@@ -14,6 +14,10 @@ from .bias import AttnBias, TensorBias
 from .variants import CausalVariant
 
 
+_NO_MASK = KernelBias.causal_only(None)
+_CAUSAL = KernelBias.causal_only(CausalVariant.UPPER_LEFT)
+
+
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                  attn_mask: torch.Tensor | AttnBias | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None,
@@ -33,8 +37,7 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     """
     _validate.check_inputs(query, key, value, dropout_p, scale, enable_gqa)
     if attn_mask is None:
-        bias = KernelBias.causal_only(CausalVariant.UPPER_LEFT if is_causal else None)
-        return _dispatch.attention(query, key, value, bias, scale, dropout_p)
+        return _dispatch.attention(query, key, value, _CAUSAL if is_causal else _NO_MASK, scale, dropout_p)
     attn_bias = as_attn_bias(attn_mask, is_causal)
     if attn_bias.needs_materialization():
         attn_bias = TensorBias(attn_bias.materialize(query.device))

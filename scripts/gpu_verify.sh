@@ -7,6 +7,8 @@
 # A build made elsewhere can be reused: point SDPA_PREBUILT at a CMake build dir of this repo configured
 # with -DCMAKE_INSTALL_PREFIX=<dir>/install and installed (scripts/build_gpu_prebuilt.sh makes one).
 # Without it the kernels are compiled here for SDPA_CUDA_ARCHS (default: this GPU's arch).
+# SDPA_VERIFY_STEPS picks steps (default all: python,gtest,sanitize,pytest,bench), e.g. to split the run
+# across calls with a time limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,8 +21,12 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 failures=0
 
-run_step() {  # run_step <name> <command...>: logs output, records pass/fail in the summary
-  local name=$1; shift
+STEPS=",env,build,${SDPA_VERIFY_STEPS:-python,gtest,sanitize,pytest,bench},"  # build: only without a prebuilt
+wanted() { [[ $STEPS == *",$1,"* ]]; }
+
+run_step() {  # run_step <step> <name> <command...>: logs output, records pass/fail in the summary
+  local step=$1 name=$2; shift 2
+  wanted "$step" || return 0
   echo "== $name" | tee -a "$LOG"
   local start=$SECONDS
   if "$@" >>"$LOG" 2>&1; then
@@ -67,17 +73,17 @@ sanitize() {  # one configuration per bias keeps the sanitizers to minutes
 DEFAULT_PREBUILT=$ROOT/build/gpu
 [ -d "$ROOT/.carry/gpu/install" ] && DEFAULT_PREBUILT=$ROOT/.carry/gpu
 PREBUILT=$(realpath -m "${SDPA_PREBUILT:-$DEFAULT_PREBUILT}")
-run_step "environment" environment
+run_step env "environment" environment
 if [ -f "$PREBUILT/install/lib/cmake/sdpa/sdpaConfig.cmake" ] || [ -f "$PREBUILT/install/lib64/cmake/sdpa/sdpaConfig.cmake" ]; then
   echo "reusing prebuilt libsdpa in $PREBUILT" | tee -a "$LOG"
 else
-  run_step "build libsdpa (all fused kernels)" build_libsdpa
+  run_step build "build libsdpa (all fused kernels)" build_libsdpa
 fi
-run_step "install python package" install_python
-run_step "GoogleTest (GPU suites included)" gtest_gpu
-run_step "compute-sanitizer memcheck + racecheck" sanitize
-run_step "pytest (GPU tests included)" "$PY" -m pytest -q -p no:cacheprovider -rs tests/python
-run_step "benchmark" "$PY" -m sdpa_core.bench --md "$OUT/bench.md" --png "$OUT/bench.png"
+run_step python "install python package" install_python
+run_step gtest "GoogleTest (GPU suites included)" gtest_gpu
+run_step sanitize "compute-sanitizer memcheck + racecheck" sanitize
+run_step pytest "pytest (GPU tests included)" "$PY" -m pytest -q -p no:cacheprovider -rs tests/python
+run_step bench "benchmark" "$PY" -m sdpa_core.bench --md "$OUT/bench.md" --png "$OUT/bench.png"
 
 cat "$SUMMARY"
 [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"

@@ -52,7 +52,7 @@ build_libsdpa() {
 
 install_python() {
   "$PY" -m pip install -q --no-build-isolation --no-deps . -C build-dir=/tmp/sdpa-pybuild \
-    -C cmake.define.SDPA_USE_INSTALLED=ON -C cmake.define.CMAKE_PREFIX_PATH="$PREBUILT/install"
+    -C cmake.define.SDPA_USE_INSTALLED=ON -C cmake.define.sdpa_DIR="$PREBUILT/install/lib/cmake/sdpa"
 }
 
 gtest_gpu() {
@@ -71,6 +71,9 @@ sanitize() {  # one configuration per bias keeps the sanitizers to minutes
 }
 
 DEFAULT_PREBUILT=$ROOT/build/gpu
+if [ -f "$ROOT/.carry/gpu.tar.xz" ] && [ ! -d "$ROOT/.carry/gpu/install" ]; then
+  mkdir -p "$ROOT/.carry/gpu" && tar -C "$ROOT/.carry/gpu" -xJf "$ROOT/.carry/gpu.tar.xz"
+fi
 [ -d "$ROOT/.carry/gpu/install" ] && DEFAULT_PREBUILT=$ROOT/.carry/gpu
 PREBUILT=$(realpath -m "${SDPA_PREBUILT:-$DEFAULT_PREBUILT}")
 run_step env "environment" environment

@@ -425,18 +425,22 @@ def host_overhead(quick: bool) -> list[tuple[str, float | None]]:
 
 
 def _cpu_us_per_call(fn: Callable[[], object], n: int) -> float | None:
+    """Host time of one call: short timed bursts with the GPU drained in between, so a full launch queue
+    never makes a call wait on the GPU (that would time the kernel, not the host)."""
+    burst = 20
     try:
         with torch.no_grad():
-            for _ in range(n // 10):
+            for _ in range(burst):
                 fn()
             torch.cuda.synchronize()
-            times = []
-            for _ in range(n):
+            per_call = []
+            for _ in range(max(1, n // burst)):
                 t0 = time.perf_counter_ns()
-                fn()
-                times.append(time.perf_counter_ns() - t0)
-            torch.cuda.synchronize()
-        return statistics.median(times) / 1e3
+                for _ in range(burst):
+                    fn()
+                per_call.append((time.perf_counter_ns() - t0) / burst)
+                torch.cuda.synchronize()
+        return statistics.median(per_call) / 1e3
     except Exception:  # noqa: BLE001 - a refused call just shows n/a
         return None
 

@@ -20,6 +20,7 @@ namespace sdpa {
 
 struct AlibiSlopes {
   static constexpr BiasKind kKind = BiasKind::kAlibi;
+  static constexpr bool kStagesTile = false;  // see DenseValues::stage_tile
   static constexpr bool kHasValue = true;
 
   struct Params {

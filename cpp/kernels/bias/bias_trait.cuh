@@ -6,6 +6,7 @@
 //   score<Element>(s, i, j)     the biased score of element (i, j) given the scaled score s; -inf if masked
 //   kv_tiles / q_tiles          which tiles a block visits, and which of them need element masking
 //   split_holds / row_part / column_part   a cheaper equivalent of value() that kernels may use (below)
+//   stage_tile / staged_value              a tile of the bias copied to shared memory (dense biases)
 // Kernels call only these, so a new bias is one new additive part or causal variant, not a kernel edit.
 #pragma once
 
@@ -64,6 +65,26 @@ struct BiasTrait {
   SDPA_HOST_DEVICE float row_part(int i, int row0) const { return additive.row_part(i, row0); }
   SDPA_HOST_DEVICE float column_part(int j, int row0) const { return additive.column_part(j, row0); }
 
+  // Shared-memory staging of the additive part (DenseValues::stage_tile); usable when the params say so.
+  static constexpr bool kStagesTile = Additive::kStagesTile;
+  static bool stageable(const Params& params) {
+    if constexpr (kStagesTile) return params.stageable;
+    return false;
+  }
+  template <class Element, int kRows, int kCols>
+  static SDPA_HOST_DEVICE constexpr int staged_tile_bytes() {
+    if constexpr (kStagesTile) return Additive::template staged_tile_bytes<Element, kRows, kCols>();
+    return 0;
+  }
+  template <class Element, int kRows, int kCols, int kThreads>
+  SDPA_HOST_DEVICE void stage_tile(char* smem, int row0, int col0, int seqlen_q, int thread) const {
+    additive.template stage_tile<Element, kRows, kCols, kThreads>(smem, row0, col0, seqlen_q, thread);
+  }
+  template <class Element, int kCols>
+  SDPA_HOST_DEVICE float staged_value(const char* smem, int r, int c) const {
+    return additive.template staged_value<Element, kCols>(smem, r, c);
+  }
+
   static SDPA_HOST_DEVICE TileRange kv_tiles(int m_block, int block_m, int block_n, int seqlen_q,
                                              int seqlen_kv) {
     return Mask::kv_tiles(m_block, block_m, block_n, seqlen_q, seqlen_kv);
@@ -73,6 +94,10 @@ struct BiasTrait {
     return Mask::q_tiles(n_block, block_m, block_n, seqlen_q, seqlen_kv);
   }
 };
+
+// How a kernel evaluates the bias in one launch, chosen on the host per problem: value() per score, the
+// split form (row_part / column_part), or values read from a tile staged in shared memory.
+enum class BiasForm : int { kElementwise, kSplit, kStaged };
 
 // The names used everywhere: C++ kernels, the Python bindings, explain() and generated file names.
 using NoBias = BiasTrait<NoAdditive, CausalVariant::kNone>;

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "sdpa/bias.hpp"
+#include "sdpa/dtype.hpp"
 #include "tile_range.cuh"
 
 namespace sdpa {
@@ -23,10 +24,15 @@ struct DenseValues {
     int64_t stride_head = 0;
     int64_t stride_q = 0;
     int64_t stride_kv = 1;
+    bool stageable = false;  // rows can be staged with 16-byte copies (see stage_tile)
   };
   static Params make_params(const BiasDesc& bias) {
     const DenseDesc& d = bias.dense;
-    return {d.data, d.is_mask(), d.stride_batch, d.stride_head, d.stride_q, d.stride_kv};
+    const int64_t size = static_cast<int64_t>(dtype_size(d.dtype));
+    auto aligned = [&](int64_t stride) { return (stride * size) % 16 == 0; };
+    const bool stageable = d.stride_kv == 1 && reinterpret_cast<std::uintptr_t>(d.data) % 16 == 0 &&
+                           aligned(d.stride_batch) && aligned(d.stride_head) && aligned(d.stride_q);
+    return {d.data, d.is_mask(), d.stride_batch, d.stride_head, d.stride_q, d.stride_kv, stageable};
   }
 
   const char* base = nullptr;  // this (batch, head)'s slice, as bytes so one pointer serves both types
@@ -52,6 +58,60 @@ struct DenseValues {
     }
     return static_cast<float>(reinterpret_cast<const Element*>(base)[index]);
   }
+
+  // Shared-memory staging: a kernel may copy a (kRows x kCols) tile that lies inside the key range into
+  // shared memory with 16-byte async copies (issued with its K tile) and read scores' values from there,
+  // instead of one scattered 2-byte global load per score. Needs Params::stageable. Each staged row is
+  // padded by 16 bytes so the eight rows a warp's MMA fragment touches fall in distinct banks.
+  static constexpr bool kStagesTile = true;
+  template <class Element, int kCols>
+  static SDPA_HOST_DEVICE constexpr int staged_pitch() {
+    return kCols * static_cast<int>(sizeof(Element)) + 16;  // a mask row (1 byte/elem) fits the same pitch
+  }
+  template <class Element, int kRows, int kCols>
+  static SDPA_HOST_DEVICE constexpr int staged_tile_bytes() {
+    return kRows * staged_pitch<Element, kCols>();
+  }
+
+#if defined(__CUDACC__)
+  // Issues the async copies of the tile at (row0, col0); rows at or past seqlen_q are zero-filled.
+  template <class Element, int kRows, int kCols, int kThreads>
+  __device__ __forceinline__ void stage_tile(char* smem, int row0, int col0, int seqlen_q, int thread) const {
+    if (is_mask) {
+      stage_rows<1, kRows, kCols, kThreads, staged_pitch<Element, kCols>()>(smem, row0, col0, seqlen_q, thread);
+    } else {
+      stage_rows<sizeof(Element), kRows, kCols, kThreads, staged_pitch<Element, kCols>()>(smem, row0, col0,
+                                                                                           seqlen_q, thread);
+    }
+  }
+
+  // The value of element (r, c) of the staged tile.
+  template <class Element, int kCols>
+  __device__ __forceinline__ float staged_value(const char* smem, int r, int c) const {
+    const char* row = smem + r * staged_pitch<Element, kCols>();
+    if (is_mask) return row[c] ? 0.0f : -__builtin_huge_valf();
+    return static_cast<float>(reinterpret_cast<const Element*>(row)[c]);
+  }
+
+ private:
+  template <int kSize, int kRows, int kCols, int kThreads, int kPitch>
+  __device__ __forceinline__ void stage_rows(char* smem, int row0, int col0, int seqlen_q, int thread) const {
+    constexpr int kChunksPerRow = kCols * kSize / 16;
+    static_assert(kChunksPerRow * 16 == kCols * kSize, "a staged row is whole 16-byte chunks");
+#pragma unroll
+    for (int c = thread; c < kRows * kChunksPerRow; c += kThreads) {
+      const int r = c / kChunksPerRow;
+      const int chunk = c % kChunksPerRow;
+      const bool inside = row0 + r < seqlen_q;
+      const int64_t element = slice_offset + (inside ? row0 + r : 0) * stride_q + col0;
+      const char* src = base + element * kSize + chunk * 16;
+      const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem + r * kPitch + chunk * 16));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(inside ? 16 : 0));
+    }
+  }
+
+ public:
+#endif
 
  private:
   int64_t slice_offset = 0;

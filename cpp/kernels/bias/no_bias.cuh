@@ -9,6 +9,7 @@ namespace sdpa {
 struct NoAdditive {
   static constexpr BiasKind kKind = BiasKind::kNone;
   static constexpr bool kSplittable = false;  // see AlibiSlopes::row_part
+  static constexpr bool kStagesTile = false;  // see DenseValues::stage_tile
   static constexpr bool kHasValue = false;  // kernels skip the bias step entirely
 
   struct Params {};

@@ -153,6 +153,21 @@ __device__ __forceinline__ void init_split_scores(TensorS& s, TensorC const& coo
   }
 }
 
+// Staged form (BiasForm::kStaged), unmasked tiles only: x = S * scale + the bias value read from the tile
+// the trait staged in shared memory with this tile's K.
+template <class Element, int kBlockN, class Bias, class TensorS, class TensorC, class Params>
+__device__ __forceinline__ void apply_staged_bias(TensorS& s, TensorC const& coord, Bias const& bias,
+                                                  Params const& p, const char* staged) {
+#pragma unroll
+  for (int r = 0; r < size<0>(s); ++r) {
+    const int row = get<0>(coord(r, 0));
+#pragma unroll
+    for (int k = 0; k < size<1>(s); ++k) {
+      s(r, k) = fmaf(s(r, k), p.scale, bias.template staged_value<Element, kBlockN>(staged, row, get<1>(coord(r, k))));
+    }
+  }
+}
+
 // The element mask alone (causal and keys past seqlen_kv), for masked tiles of the split form.
 template <class Bias, class TensorS, class TensorC, class Params>
 __device__ __forceinline__ void mask_scores(TensorS& s, TensorC const& coord, Bias const& bias, Params const& p,
@@ -236,8 +251,8 @@ __device__ __forceinline__ void store_empty(Params const& p, int m_block, int b,
 
 }  // namespace sm80
 
-// kSplit: the trait's split form holds for this problem (Bias::split_holds), so scores take one FMA.
-template <class Traits, class Bias, bool kSplit>
+// kForm: how this launch evaluates the bias (BiasForm), chosen by the launcher for the problem.
+template <class Traits, class Bias, BiasForm kForm>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_fwd_kernel_sm80(const __grid_constant__ FwdParamsSm80<typename Bias::Params> p) {
   using namespace cute;
@@ -246,6 +261,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr bool kSplit = kForm == BiasForm::kSplit;
+  constexpr bool kStaged = kForm == BiasForm::kStaged;
 
   // Reverse order: causal blocks at the bottom of the matrix have the most tiles, so they start first.
   const int m_block = gridDim.x - 1 - blockIdx.x;
@@ -268,6 +285,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutKV{});
   Tensor sVt = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVt{});
   Tensor sVtNoSwizzle = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVtNoSwizzle{});
+  char* smem_bias = reinterpret_cast<char*>(smem_v + Traits::kSmemKVElems);  // kStaged only
 
   const Element* q_ptr = static_cast<const Element*>(p.q);
   const Element* k_ptr = static_cast<const Element*>(p.k);
@@ -298,6 +316,15 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   auto load_v = [&](int n, auto full) {
     load_tile<decltype(full)::value>(g2s, tVgV(_, _, _, n), tVsV, tKVc, p.seqlen_kv - n * kBlockN);
   };
+  // The staged bias tile travels with K: unmasked tiles only (they lie inside the key range).
+  auto stage_bias = [&](int n) {
+    if constexpr (kStaged) {
+      if (!range.needs_mask(n)) {
+        bias.template stage_tile<Element, kBlockM, kBlockN, Traits::kNThreads>(smem_bias, m_block * kBlockM,
+                                                                               n * kBlockN, p.seqlen_q, tidx);
+      }
+    }
+  };
 
   typename Traits::TiledMma mma;
   auto thr_mma = mma.get_thread_slice(tidx);
@@ -325,6 +352,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
   load_tile(g2s, tQgQ, tQsQ, tQcQ, p.seqlen_q - m_block * kBlockM);
   load_k(range.end - 1, cute::false_type{});
+  stage_bias(range.end - 1);
   cp_async_fence();
 
   // One key tile: V's load overlaps Q K^T, and the next K's load overlaps softmax and P V.
@@ -345,6 +373,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
 
     if constexpr (kSplit) {
       if constexpr (decltype(masked)::value) mask_scores(s, coord_rc, bias, p, m_block * kBlockM, n * kBlockN);
+    } else if constexpr (kStaged && !decltype(masked)::value) {
+      apply_staged_bias<Element, kBlockN>(s, coord_rc, bias, p, smem_bias);
     } else {
       apply_bias<decltype(masked)::value, Element>(s, coord_rc, bias, p, m_block * kBlockM, n * kBlockN);
     }
@@ -354,6 +384,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     if (n > range.begin) {
       // n - 1 < end - 1 <= the last key tile, the only one that can be partial.
       load_k(n - 1, cute::true_type{});
+      stage_bias(n - 1);  // every warp is past apply_*_bias(n), so the staged tile is free
       cp_async_fence();
     }
     softmax.update(s, acc_o_rc, p.softmax_c);

@@ -72,10 +72,12 @@ FwdParamsSm80<typename Bias::Params> make_fwd_params_sm80(const AttentionProblem
   return p;
 }
 
-template <class Traits, class Bias, bool kSplit>
+template <class Traits, class Bias, BiasForm kForm>
 Status launch_kernel_sm80(const AttentionProblem& problem, const FwdParamsSm80<typename Bias::Params>& params) {
-  auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kSplit>;
-  constexpr int kSmem = Traits::kSmemBytes;
+  auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kForm>;
+  constexpr int kStagedBytes = kForm == BiasForm::kStaged
+      ? Bias::template staged_tile_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>() : 0;
+  constexpr int kSmem = Traits::kSmemBytes + kStagedBytes;
   if (kSmem > 48 * 1024) {
     // Per-function attribute, cheap to set again; done every call so no static state needs a lock.
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
@@ -100,10 +102,14 @@ Status launch_fwd_sm80_with_traits(const AttentionProblem& problem, const BiasDe
   if (problem.batch == 0 || problem.heads_q == 0 || problem.seqlen_q == 0) return Status::success();
   if constexpr (Bias::kSplittable) {
     if (use_split_form<Bias>(problem)) {
-      return launch_kernel_sm80<Traits, Bias, true>(problem, make_fwd_params_sm80<Bias>(problem, bias, true));
+      return launch_kernel_sm80<Traits, Bias, BiasForm::kSplit>(problem, make_fwd_params_sm80<Bias>(problem, bias, true));
     }
   }
-  return launch_kernel_sm80<Traits, Bias, false>(problem, make_fwd_params_sm80<Bias>(problem, bias, false));
+  const auto params = make_fwd_params_sm80<Bias>(problem, bias, false);
+  if constexpr (Bias::kStagesTile) {
+    if (Bias::stageable(params.bias)) return launch_kernel_sm80<Traits, Bias, BiasForm::kStaged>(problem, params);
+  }
+  return launch_kernel_sm80<Traits, Bias, BiasForm::kElementwise>(problem, params);
 }
 
 template <class Bias, DType kDType, int kHeadDim>

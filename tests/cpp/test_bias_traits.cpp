@@ -437,3 +437,24 @@ TEST(BiasTraitTiles, LowerRightSkipsBlocksOfEmptyRows) {
 }
 
 }  // namespace
+
+// Staging needs contiguous keys and 16-byte aligned rows; anything else must take the per-score path.
+TEST(BiasTraitStaging, StageableOnlyWithAlignedContiguousRows) {
+  alignas(16) static const unsigned char storage[64] = {};
+  auto stageable = [](const void* data, sdpa::DType dtype, int64_t sb, int64_t sh, int64_t sq, int64_t skv) {
+    BiasDesc desc;
+    desc.kind = BiasKind::kDense;
+    desc.dense = {data, dtype, sb, sh, sq, skv};
+    return sdpa::DenseBias::stageable(sdpa::DenseBias::make_params(desc));
+  };
+  const auto bf16 = sdpa::DType::kBFloat16;
+  EXPECT_TRUE(stageable(storage, bf16, 0, 0, 512, 1));          // (Sq, 512) bf16 rows: 1024 bytes
+  EXPECT_TRUE(stageable(storage, bf16, 0, 0, 0, 1));            // one row broadcast over queries
+  EXPECT_TRUE(stageable(storage, sdpa::DType::kBool, 0, 0, 16, 1));
+  EXPECT_FALSE(stageable(storage, bf16, 0, 0, 113, 1));         // 226-byte rows
+  EXPECT_FALSE(stageable(storage, sdpa::DType::kBool, 0, 0, 24, 1));
+  EXPECT_FALSE(stageable(storage, bf16, 0, 0, 512, 2));         // keys not contiguous
+  EXPECT_FALSE(stageable(storage + 2, bf16, 0, 0, 512, 1));     // misaligned base
+  EXPECT_FALSE(stageable(storage, bf16, 0, 12, 512, 1));        // misaligned head slices
+  EXPECT_FALSE(sdpa::Alibi::stageable(sdpa::Alibi::Params{}));
+}

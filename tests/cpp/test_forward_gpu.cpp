@@ -99,6 +99,7 @@ const Shape kShapes[] = {
     {1, 1, 1, 1000, 1000, Layout::kBHSD},  // many tiles both ways
     {3, 2, 1, 17, 1, Layout::kBHSD},       // a single key
     {1, 2, 2, 1, 1000, Layout::kBSHD},     // decoding: one query, many keys
+    {1, 2, 2, 300, 512, Layout::kBHSD},    // 16-byte bias/mask rows: dense biases are staged in smem
 };
 
 struct Case {

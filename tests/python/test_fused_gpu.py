@@ -24,7 +24,8 @@ def _poison_allocator(nbytes):
 @pytest.mark.parametrize("dim", [64, 128, 256])
 @pytest.mark.parametrize("name", FUSED_BIASES)
 def test_fused_kernel_runs_and_matches_oracle(name, dim, dtype):
-    for seq_q, seq_kv in [(1, 1), (17, 1000), (1000, 17), (113, 113), (257, 300)]:
+    # (300, 512): bias and mask rows of 16-byte multiples, so dense biases take the shared-memory staged path
+    for seq_q, seq_kv in [(1, 1), (17, 1000), (1000, 17), (113, 113), (257, 300), (300, 512)]:
         q, k, v = qkv(2, 4, 2, seq_q, seq_kv, dim, "cuda", dtype)
         mask, is_causal, oracle_kwargs = BIASES[name](2, 4, seq_q, seq_kv, "cuda", dtype)
         text = sdpa_core.explain(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)

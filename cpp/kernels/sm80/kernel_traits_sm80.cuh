@@ -31,13 +31,16 @@ struct TileConfigSm80<256> {
 // 4 warps, which is what lets the extra per-score work fit in registers. Measured on the H100 (S=8k,
 // TFLOP/s, 4 warps -> 8 warps): bias-free causal 340 -> 340, ALiBi causal 324 -> 332, staged dense causal
 // 121 -> 240 (1800 bytes of spills -> none), staged dense 269 -> 267; bias-free unmasked 364 -> 357 stays on
-// 4 warps.
-struct TileConfigSm80Hd128Wide {
+// 4 warps. hd64 with a staged dense bias spilled ~1.2 KB on 4 warps (128 scores per thread): 8 warps took it
+// from 134 to 195 TFLOP/s (B=2, H=32, S=8k).
+struct TileConfigSm80Wide {
   static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 8;
 };
 template <int kHeadDim, class Bias>
-using TileConfigSm80For = cute::conditional_t<kHeadDim == 128 && (Bias::kIsCausal || Bias::kStagesTile),
-                                              TileConfigSm80Hd128Wide, TileConfigSm80<kHeadDim>>;
+using TileConfigSm80For =
+    cute::conditional_t<(kHeadDim == 128 && (Bias::kIsCausal || Bias::kStagesTile)) ||
+                            (kHeadDim == 64 && Bias::kStagesTile),
+                        TileConfigSm80Wide, TileConfigSm80<kHeadDim>>;
 
 template <class Element_, int kHeadDim_, class Config_ = TileConfigSm80<kHeadDim_>>
 struct KernelTraitsSm80 {

@@ -93,3 +93,15 @@ def test_tensors_past_2_31_elements():
     out = sdpa_core.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     last = slice(heads_q - 2, heads_q)  # the heads whose offsets overflow 32 bits; they read kv head 1
     assert_close(out[:, last], attention_fp64(q[:, last], k[:, 1:], v[:, 1:], causal="upper_left"), torch.bfloat16)
+
+
+@pytest.mark.parametrize("name", sorted(BIASES))
+def test_pytorch_fallback_on_cuda_matches_oracle(name, monkeypatch):
+    """The fallback path on CUDA tensors, every bias: libsdpa is told to find no kernel."""
+    monkeypatch.setattr(sdpa_core._kernels, "try_forward", lambda *args: None)
+    for seq_q, seq_kv in [(1, 17), (113, 17), (17, 1000)]:
+        q, k, v = qkv(2, 4, 2, seq_q, seq_kv, 64, "cuda", torch.bfloat16)
+        mask, is_causal, oracle_kwargs = BIASES[name](2, 4, seq_q, seq_kv, "cuda", torch.bfloat16)
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        assert out.is_cuda
+        assert_close(out, attention_fp64(q, k, v, **oracle_kwargs), torch.bfloat16)

@@ -93,6 +93,18 @@ def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> li
     return reasons
 
 
+def fused_eligible(query, key, value, bias: KernelBias, dropout_p: float) -> bool:
+    """python_refusals(...) == [], as one expression: the eager hot path asks this, explain() asks for the
+    reasons. tests/python/test_api.py and test_fused_gpu.py check that the two agree."""
+    dense = bias.dense
+    return (query.is_cuda and query.dtype in _FUSED_DTYPES and dropout_p <= 0.0
+            and not ((query.requires_grad or key.requires_grad or value.requires_grad
+                      or (dense is not None and dense.requires_grad)) and torch.is_grad_enabled())
+            and value.shape[-1] == query.shape[-1] and query.numel() != 0 and key.numel() != 0
+            and query.stride(-1) == 1 and key.stride(-1) == 1 and value.stride(-1) == 1
+            and (dense is None or dense.dtype is torch.bool or dense.dtype is query.dtype))
+
+
 def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> torch.Tensor:
     scale = default_scale(query, scale)
     if torch.compiler.is_compiling():
@@ -104,7 +116,7 @@ def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_
 
 
 def attention_eager(query, key, value, bias: KernelBias, scale: float, dropout_p: float) -> torch.Tensor:
-    if not python_refusals(query, key, value, bias, dropout_p):
+    if fused_eligible(query, key, value, bias, dropout_p):
         out = _kernels.try_forward(query, key, value, bias, scale)
         if out is not None:
             return out

@@ -13,6 +13,26 @@ def _check_tensor(name: str, t) -> None:
 
 
 def check_inputs(query, key, value, dropout_p: float, scale, enable_gqa: bool) -> None:
+    """Raises on invalid arguments. Valid calls (the hot path) cost one combined test; only a failing call
+    pays for the detailed checks that name the argument."""
+    if not _looks_valid(query, key, value, dropout_p, scale, enable_gqa):
+        _check_in_detail(query, key, value, dropout_p, scale, enable_gqa)
+
+
+def _looks_valid(query, key, value, dropout_p, scale, enable_gqa) -> bool:
+    try:
+        q, k, v = query.shape, key.shape, value.shape
+        return (len(q) == 4 and len(k) == 4 and len(v) == 4 and query.dtype == key.dtype == value.dtype
+                and query.is_floating_point() and query.device == key.device == value.device
+                and q[0] == k[0] == v[0] and k[1] == v[1] and k[2] == v[2] and q[3] == k[3]
+                and (q[1] == k[1] or (enable_gqa and k[1] > 0 and q[1] % k[1] == 0))
+                and type(dropout_p) in (int, float) and 0.0 <= dropout_p < 1.0
+                and (scale is None or type(scale) in (int, float)))
+    except (AttributeError, TypeError):
+        return False
+
+
+def _check_in_detail(query, key, value, dropout_p: float, scale, enable_gqa: bool) -> None:
     for name, t in (("query", query), ("key", key), ("value", value)):
         _check_tensor(name, t)
     if not query.is_floating_point():

@@ -191,3 +191,26 @@ def test_dropout_is_applied_in_fallback():
     torch.manual_seed(1)
     a = sdpa_core.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
     assert not torch.allclose(a, sdpa_core.scaled_dot_product_attention(q, k, v))
+
+
+def test_fused_eligible_agrees_with_refusal_reasons():
+    """The hot path's one-expression check and explain()'s reasons must never disagree."""
+    from sdpa_core._dispatch import KernelBias, fused_eligible, python_refusals
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            q, k, v = qkv(1, 2, 2, 8, 8, 16, device, dtype)
+            variants = {
+                "plain": (q, k, v, KernelBias.causal_only(None), 0.0),
+                "dropout": (q, k, v, KernelBias.causal_only(None), 0.1),
+                "grad": (q.clone().requires_grad_(True), k, v, KernelBias.causal_only(None), 0.0),
+                "dv": (q, k, v[..., :8], KernelBias.causal_only(None), 0.0),
+                "stride": (q, k, torch.randn(1, 2, 16, 8, device=device).to(dtype).transpose(-1, -2),
+                           KernelBias.causal_only(None), 0.0),
+                "empty": (q[:, :, :0], k, v, KernelBias.causal_only(None), 0.0),
+                "dense_f32": (q, k, v, KernelBias.dense_tensor(torch.zeros(8, 8, device=device), None), 0.0),
+                "dense_bool": (q, k, v, KernelBias.dense_tensor(torch.ones(8, 8, dtype=torch.bool, device=device),
+                                                                None), 0.0),
+            }
+            for name, args in variants.items():
+                assert fused_eligible(*args) == (not python_refusals(*args)), (device, dtype, name)

@@ -70,7 +70,7 @@ _FUSED_DTYPES = (torch.float16, torch.bfloat16)
 def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> list[str]:
     """Reasons, knowable without libsdpa, why no fused kernel can run. Empty means: ask libsdpa.
 
-    On the eager hot path: written for the common case (no reason) to cost a few attribute reads."""
+    For explain(); the eager hot path asks the equivalent fused_eligible() instead."""
     reasons = []
     if query.device.type != "cuda":
         reasons.append(f"inputs are on {query.device.type}; fused kernels run on CUDA devices")

@@ -46,12 +46,12 @@ def bias_args(bias, query, key) -> list[int]:
 def try_forward(query, key, value, bias, scale: float) -> torch.Tensor | None:
     """The fused kernel's output, or None when libsdpa has no kernel for these inputs."""
     out = torch.empty_like(query)  # keeps query's layout; several times cheaper than torch.empty(shape, ...)
-    device = query.device
-    if device.index != torch.cuda.current_device():
-        with torch.cuda.device(device):
-            reason = _C.forward(problem_args(query, key, value, out), scale, bias_args(bias, query, key))
+    problem, fields = problem_args(query, key, value, out), bias_args(bias, query, key)
+    if query.device.index != torch.cuda.current_device():  # the launch goes to the current device
+        with torch.cuda.device(query.device):
+            reason = _C.forward(problem, scale, fields)
     else:
-        reason = _C.forward(problem_args(query, key, value, out), scale, bias_args(bias, query, key))
+        reason = _C.forward(problem, scale, fields)
     return None if reason else out
 
 

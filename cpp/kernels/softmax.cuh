@@ -73,7 +73,10 @@ struct OnlineSoftmax {
 #pragma unroll
       for (int k = 0; k < size<1>(s); ++k) tile_max = fmaxf(tile_max, s(r, k));
       tile_max = quad_allreduce_max(tile_max);
-      const float max_c = tile_max == -CUDART_INF_F ? 0.0f : tile_max * c;
+      // A finite but huge negative max (an additive mask of finfo(bf16/fp32).min) overflows to -inf once
+      // scaled; -inf - -inf would be NaN. Such scores are masked like -inf: the row stays empty so far.
+      const float scaled_max = tile_max * c;
+      const float max_c = scaled_max == -CUDART_INF_F ? 0.0f : scaled_max;
       const float correction = fast_exp2(row_max[r] * c - max_c);  // 0 while the old max is -inf
       row_max[r] = tile_max;
       row_sum[r] *= correction;
@@ -90,8 +93,9 @@ struct OnlineSoftmax {
     }
   }
 
-  // Normalizes O and returns each row's natural-log LSE. Rows that kept no key at all (sum 0, max -inf)
-  // get O = 0 and LSE = -inf.
+  // Normalizes O and returns each row's natural-log LSE. Rows that kept no key at all (sum 0) get O = 0
+  // and LSE = -inf. A NaN score makes the sum NaN and propagates to the row's output, as in PyTorch
+  // (fmaxf skips NaN, so the max alone cannot tell such a row from an empty one).
   template <class TensorO>
   __device__ __forceinline__ void finalize(TensorO& o, float c, float (&lse)[kNRows]) {
     using namespace cute;
@@ -99,7 +103,7 @@ struct OnlineSoftmax {
 #pragma unroll
     for (int r = 0; r < kNRows; ++r) {
       const float sum = quad_allreduce_sum(row_sum[r]);
-      const bool empty = sum == 0.0f || row_max[r] == -CUDART_INF_F;
+      const bool empty = sum == 0.0f;
       const float inv = empty ? 0.0f : 1.0f / sum;
       lse[r] = empty ? -CUDART_INF_F : row_max[r] * c * kLn2 + logf(sum);
 #pragma unroll

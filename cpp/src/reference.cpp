@@ -65,11 +65,12 @@ double alibi_value(const AlibiDesc& alibi, int b, int h, int i, int j, int seqle
   return -slope * distance;
 }
 
-// A dense additive value, or -inf where a bool mask removes the key.
+// A dense additive value, or -inf where a bool mask removes the key or the value is below kMaskedBelow.
 double dense_value(const DenseDesc& dense, int b, int h, int i, int j) {
   const int64_t index = b * dense.stride_batch + h * dense.stride_head + i * dense.stride_q + j * dense.stride_kv;
   if (dense.is_mask()) return static_cast<const unsigned char*>(dense.data)[index] != 0 ? 0.0 : kNegInf;
-  return static_cast<const float*>(dense.data)[index];
+  const double value = static_cast<const float*>(dense.data)[index];
+  return value < kMaskedBelow ? kNegInf : value;
 }
 
 // What the bias adds to score (i, j); -inf means the key is removed.

@@ -4,8 +4,10 @@ never materialize them. See README.md; the API follows PyTorch RFC #110681.
 
 from .bias import (AlibiBias, AttnBias, CausalBias, TensorBias, alibi_slopes, causal_lower_right,
                    causal_upper_left)
+from .errors import SdpaTypeError, SdpaValueError
 from .explain import explain
 from .functional import scaled_dot_product_attention
+from .policy import dispatch_policy
 from .variants import CausalVariant
 
 __version__ = "0.1.0"
@@ -21,5 +23,8 @@ __all__ = [
     "alibi_slopes",
     "scaled_dot_product_attention",
     "explain",
+    "dispatch_policy",
+    "SdpaValueError",
+    "SdpaTypeError",
     "__version__",
 ]

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from . import _fallback, _kernels, _masks
+from . import _fallback, _kernels, _routing
 from .variants import CausalVariant
 
 
@@ -47,24 +47,17 @@ class KernelBias:
     def dense_tensor(cls, dense: torch.Tensor, variant: CausalVariant | None) -> "KernelBias":
         return cls(BiasKind.DENSE, variant, dense=dense)
 
-    def additive(self, seq_len_q: int, seq_len_kv: int, device) -> torch.Tensor | None:
-        """The whole bias as a float32 additive tensor (-inf = masked), or None when it is empty."""
-        if self.kind == BiasKind.ALIBI:
-            values = _masks.alibi_additive(self.slopes, seq_len_q, seq_len_kv, device)
-        elif self.kind == BiasKind.DENSE:
-            values = _masks.to_additive(self.dense.to(device))
-        else:
-            values = None
-        if self.causal is not None:
-            values = _masks.add_causal(values, self.causal, seq_len_q, seq_len_kv, device)
-        return values
-
 
 def default_scale(query: torch.Tensor, scale: float | None) -> float:
     return 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
 
 
 _FUSED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def needs_grad(query, key, value, dense) -> bool:
+    return (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad
+                                         or (dense is not None and dense.requires_grad)))
 
 
 def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> list[str]:
@@ -78,9 +71,9 @@ def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> li
         reasons.append(f"fused kernels read float16 or bfloat16 inputs; got {query.dtype}")
     if dropout_p > 0.0:
         reasons.append("dropout_p > 0: the fused kernels have no dropout")
-    if (query.requires_grad or key.requires_grad or value.requires_grad or
-            (bias.dense is not None and bias.dense.requires_grad)) and torch.is_grad_enabled():
-        reasons.append("inputs require grad: the fused backward pass is not implemented yet")
+    if needs_grad(query, key, value, bias.dense):
+        reasons.append("inputs require grad: sdpa_core has no fused backward yet, so PyTorch runs the forward "
+                       "and its backward")
     if value.shape[-1] != query.shape[-1]:
         reasons.append(f"value head_dim {value.shape[-1]} differs from query head_dim {query.shape[-1]}")
     if query.numel() == 0 or key.numel() == 0:
@@ -98,35 +91,64 @@ def fused_eligible(query, key, value, bias: KernelBias, dropout_p: float) -> boo
     reasons. tests/python/test_api.py and test_fused_gpu.py check that the two agree."""
     dense = bias.dense
     return (query.is_cuda and query.dtype in _FUSED_DTYPES and dropout_p <= 0.0
-            and not ((query.requires_grad or key.requires_grad or value.requires_grad
-                      or (dense is not None and dense.requires_grad)) and torch.is_grad_enabled())
+            and not needs_grad(query, key, value, dense)
             and value.shape[-1] == query.shape[-1] and query.numel() != 0 and key.numel() != 0
             and query.stride(-1) == 1 and key.stride(-1) == 1 and value.stride(-1) == 1
             and (dense is None or dense.dtype is torch.bool or dense.dtype is query.dtype))
 
 
-def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> torch.Tensor:
-    scale = default_scale(query, scale)
-    if torch.compiler.is_compiling():
-        from . import _ops  # registered lazily: importing torch.library ops costs eager users nothing
+def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float,
+              enable_gqa: bool) -> torch.Tensor:
+    """The whole dispatch: sdpa_core's fused kernel, or PyTorch with the cheapest equivalent request."""
+    if (fused_eligible(query, key, value, bias, dropout_p)
+            and not _routing.torch_is_faster(query, bias)):
+        if torch.compiler.is_compiling():
+            from . import _ops  # registered lazily: importing torch.library ops costs eager users nothing
 
-        return _ops.attention_fwd(query, key, value, int(bias.kind), int(bias.causal or 0), bias.slopes,
-                                  bias.dense, scale, dropout_p)
-    return attention_eager(query, key, value, bias, scale, dropout_p)
-
-
-def attention_eager(query, key, value, bias: KernelBias, scale: float, dropout_p: float) -> torch.Tensor:
-    if fused_eligible(query, key, value, bias, dropout_p):
-        out = _kernels.try_forward(query, key, value, bias, scale)
+            return _ops.attention_fwd(query, key, value, int(bias.kind), int(bias.causal or 0), bias.slopes,
+                                      bias.dense, default_scale(query, scale), enable_gqa)
+        out = _kernels.try_forward(*_aligned(query, key, value), bias, default_scale(query, scale))
         if out is not None:
             return out
-    return _fallback.attention(query, key, value, bias, scale, dropout_p)
+    elif query.is_cuda and not torch.compiler.is_compiling():
+        query, key, value = _aligned(query, key, value)  # torch's kernels get some misaligned layouts wrong
+    return _fallback.attention(query, key, value, bias, scale, dropout_p, enable_gqa)
 
 
-def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> tuple[str | None, list[str]]:
-    """(fused kernel name, []) or (None, every reason the fallback runs)."""
+def fused_or_torch(query, key, value, bias: KernelBias, scale: float, enable_gqa: bool) -> torch.Tensor:
+    """The custom op's body (eager, real tensors): the fused kernel, else PyTorch."""
+    out = _kernels.try_forward(*_aligned(query, key, value), bias, scale)
+    if out is not None:
+        return out
+    return _fallback.attention(query, key, value, bias, scale, 0.0, enable_gqa)
+
+
+def _aligned(query, key, value):
+    """The inputs, each copied to a fresh contiguous tensor if its data pointer or a stride breaks the
+    16-byte alignment the kernels load with. A copy costs far less than the attention; torch's own kernels
+    have given wrong answers on such layouts (a 2-byte-offset slice, fp16, d256, GQA)."""
+    return tuple(t if _is_aligned(t) else t.clone(memory_format=torch.contiguous_format)
+                 for t in (query, key, value))
+
+
+def _is_aligned(t: torch.Tensor) -> bool:
+    if t.data_ptr() % 16:
+        return False
+    return all(size == 1 or stride % 8 == 0 for size, stride in zip(t.shape[:-1], t.stride()[:-1]))
+
+
+def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> tuple[str, list[str]]:
+    """(path, reasons): path is "fused:<kernel>", "torch:<request>" with the reasons it is not fused."""
     reasons = python_refusals(query, key, value, bias, dropout_p)
-    kernel, reason = _kernels.select(query, key, value, bias, default_scale(query, scale))
-    if reason and reason not in reasons and query.dtype in (torch.float16, torch.bfloat16):
+    if not reasons and query.is_cuda:
+        faster = _routing.torch_is_faster(query, bias)
+        if faster:
+            return "torch:" + _fallback.describe(bias, query, key), [faster]
+        aligned = _aligned(query, key, value)
+        kernel, reason = _kernels.select(*aligned, bias, default_scale(query, scale))
+        if kernel:
+            copied = [n for n, a, t in zip(("query", "key", "value"), aligned, (query, key, value)) if a is not t]
+            notes = [f"{', '.join(copied)} copied to an aligned layout first"] if copied else []
+            return "fused:" + kernel, notes
         reasons.append(reason)
-    return (kernel if not reasons else None), reasons
+    return "torch:" + _fallback.describe(bias, query, key), reasons

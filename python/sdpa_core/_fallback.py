@@ -1,23 +1,112 @@
-"""The PyTorch path: materialize the bias, compute with torch, and give fully masked rows zeros.
+"""The PyTorch path: each bias handed to torch's SDPA as the cheapest request torch has for it.
 
-Used on CPU and wherever no fused kernel fits (``explain()`` says why). With a bias present it computes
-in float32 (or wider) so large ALiBi distances keep their precision.
+Used wherever no sdpa_core kernel covers a call (CPU, float32/float64, dropout, gradients, ...) and where
+torch has the faster kernel (``_routing.py``). Cheapest means: ``is_causal=True`` for upper-left causal,
+torch's own lower-right ``CausalBias`` for lower-right, a bool or float mask as it is, anything else
+materialized once in the query's dtype (torch requires it, and it is what a torch user would pass), and
+never a float32 copy of q/k/v.
+
+Rows whose every key is masked output zeros, as on the fused path. A float bias value below
+``MASKED_BELOW`` counts as masked: fused kernels see it as -inf (its product with log2(e) overflows
+float32), so ``torch.finfo(bfloat16 / float32).min`` masks behave the same on every path.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right as _torch_causal_lower_right
+
+from . import _masks
+from .variants import CausalVariant
+
+MASKED_BELOW = -2.35e38  # ~ -FLT_MAX / log2(e)
 
 
-def attention(query, key, value, bias, scale: float, dropout_p: float) -> torch.Tensor:
-    gqa = query.shape[1] != key.shape[1]
-    additive = bias.additive(query.shape[-2], key.shape[-2], query.device)
-    if additive is None:
-        return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
-    compute = torch.promote_types(query.dtype, torch.float32)
-    out = F.scaled_dot_product_attention(query.to(compute), key.to(compute), value.to(compute), attn_mask=additive,
-                                         dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
-    # A row whose every key is masked attends to nothing: its output is 0 (softmax of all -inf is NaN).
-    dead = torch.isneginf(additive).all(dim=-1, keepdim=True)
-    return out.masked_fill(dead, 0.0).to(query.dtype)
+def attention(query, key, value, bias, scale: float | None, dropout_p: float, enable_gqa: bool) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v through ``torch.nn.functional.scaled_dot_product_attention``."""
+    sdpa = _Sdpa(query, key, value, scale, dropout_p, enable_gqa)
+    seq_q, seq_kv = query.shape[-2], key.shape[-2]
+    if bias.kind == 0:  # BiasKind.NONE
+        return _causal_only(sdpa, bias.causal, seq_q, seq_kv)
+    if bias.kind == 1:  # BiasKind.ALIBI
+        wide = torch.promote_types(query.dtype, torch.float32)  # distances x slopes, then one rounding
+        mask = _masks.alibi_additive(bias.slopes, seq_q, seq_kv, query.device, wide).to(query.dtype)
+    else:
+        mask = bias.dense
+        if mask.dtype != torch.bool and mask.dtype != query.dtype:
+            mask = mask.to(query.dtype)
+    if bias.causal is not None:
+        mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
+    return _zero_dead_rows(sdpa(attn_mask=mask), mask)
+
+
+def describe(bias, query, key) -> str:
+    """The request ``attention`` hands torch, in words (for ``explain()``)."""
+    seq_q, seq_kv = query.shape[-2], key.shape[-2]
+    if bias.kind == 0:
+        if bias.causal is None:
+            return "torch SDPA, no mask"
+        if bias.causal == CausalVariant.UPPER_LEFT or seq_q == seq_kv:
+            return "torch SDPA with is_causal=True"
+        if seq_q < seq_kv:
+            return "torch SDPA with torch.nn.attention.bias.causal_lower_right"
+        return f"torch SDPA with is_causal=True on the last {seq_kv} query rows (the first {seq_q - seq_kv} see no key)"
+    if bias.kind == 1:
+        what = f"ALiBi materialized as a {str(query.dtype).replace('torch.', '')} (.., {seq_q}, {seq_kv}) mask"
+    elif bias.dense.dtype == torch.bool:
+        what = "the bool mask as it is"
+    elif bias.dense.dtype == query.dtype:
+        what = "the float mask as it is"
+    else:
+        what = f"the float mask converted to {str(query.dtype).replace('torch.', '')}"
+    causal = "" if bias.causal is None else f", {bias.causal.name.lower()} causal folded in"
+    return f"torch SDPA with {what}{causal}"
+
+
+class _Sdpa:
+    """torch's SDPA with the arguments every request shares bound."""
+
+    __slots__ = ("q", "k", "v", "kwargs")
+
+    def __init__(self, query, key, value, scale, dropout_p, enable_gqa):
+        self.q, self.k, self.v = query, key, value
+        self.kwargs = {"dropout_p": dropout_p, "scale": scale, "enable_gqa": enable_gqa}
+
+    def __call__(self, query=None, **request) -> torch.Tensor:
+        return F.scaled_dot_product_attention(self.q if query is None else query, self.k, self.v,
+                                              **request, **self.kwargs)
+
+
+def _causal_only(sdpa: _Sdpa, variant: CausalVariant | None, seq_q: int, seq_kv: int) -> torch.Tensor:
+    if variant is None:
+        return sdpa()
+    if variant == CausalVariant.UPPER_LEFT or seq_q == seq_kv:
+        return sdpa(is_causal=True)
+    if seq_q < seq_kv:
+        if torch.compiler.is_compiling():  # torch's CausalBias (a Tensor subclass) cannot be traced
+            return sdpa(attn_mask=_masks.causal_keep(variant, seq_q, seq_kv, sdpa.q.device))
+        return sdpa(attn_mask=_torch_causal_lower_right(seq_q, seq_kv))
+    # Sq > Skv, lower-right: the first Sq - Skv rows see no key (zeros); the last Skv rows are an
+    # upper-left causal square. torch's lower-right bias would give NaN rows here.
+    dead = seq_q - seq_kv
+    tail = sdpa(query=sdpa.q.narrow(-2, dead, seq_kv), is_causal=True)
+    head = tail.new_zeros((*tail.shape[:-2], dead, tail.shape[-1]))
+    return torch.cat([head, tail], dim=-2)
+
+
+def _with_causal(mask: torch.Tensor, variant: CausalVariant, seq_q: int, seq_kv: int) -> torch.Tensor:
+    keep = _masks.causal_keep(variant, seq_q, seq_kv, mask.device)
+    if mask.dtype == torch.bool:
+        return mask & keep
+    return mask.masked_fill(~keep, float("-inf"))
+
+
+def _zero_dead_rows(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``out`` with zeros in the rows ``mask`` removes every key from (reads the mask once, in its own
+    broadcast shape, so a (B, 1, 1, Skv) padding mask costs B x Skv reads)."""
+    if mask.dtype == torch.bool:
+        dead = ~mask.any(dim=-1, keepdim=True)
+    else:
+        dead = (mask < MASKED_BELOW).all(dim=-1, keepdim=True)
+    return out.masked_fill(dead, 0.0)

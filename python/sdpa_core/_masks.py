@@ -19,15 +19,16 @@ def causal_keep(variant: CausalVariant, seq_len_q: int, seq_len_kv: int, device=
     return j <= i + offset
 
 
-def alibi_additive(slopes: torch.Tensor, seq_len_q: int, seq_len_kv: int, device=None) -> torch.Tensor:
-    """Float32 (B or 1, H, Sq, Skv): -slope[b, h] * |i + (Skv - Sq) - j|."""
+def alibi_additive(slopes: torch.Tensor, seq_len_q: int, seq_len_kv: int, device=None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B or 1, H, Sq, Skv) of ``dtype``: -slope[b, h] * |i + (Skv - Sq) - j|."""
     device = slopes.device if device is None else device
-    slopes = slopes.to(device=device, dtype=torch.float32)
+    slopes = slopes.to(device=device, dtype=dtype)
     if slopes.dim() == 1:
         slopes = slopes.unsqueeze(0)
     i = torch.arange(seq_len_q, device=device).unsqueeze(1)
     j = torch.arange(seq_len_kv, device=device).unsqueeze(0)
-    distance = (i + (seq_len_kv - seq_len_q) - j).abs().to(torch.float32)
+    distance = (i + (seq_len_kv - seq_len_q) - j).abs().to(dtype)
     return -slopes[:, :, None, None] * distance
 
 

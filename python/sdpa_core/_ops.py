@@ -13,13 +13,13 @@ from .variants import CausalVariant
 @torch.library.custom_op("sdpa_core::attention_fwd", mutates_args=())
 def attention_fwd(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias_kind: int, causal: int,
                   slopes: torch.Tensor | None, dense: torch.Tensor | None, scale: float,
-                  dropout_p: float) -> torch.Tensor:
+                  enable_gqa: bool) -> torch.Tensor:
     bias = _dispatch.KernelBias(_dispatch.BiasKind(bias_kind), CausalVariant(causal) if causal else None,
                                 slopes=slopes, dense=dense)
-    return _dispatch.attention_eager(query, key, value, bias, scale, dropout_p)
+    return _dispatch.fused_or_torch(query, key, value, bias, scale, enable_gqa)
 
 
 @attention_fwd.register_fake
-def _(query, key, value, bias_kind, causal, slopes, dense, scale, dropout_p):
+def _(query, key, value, bias_kind, causal, slopes, dense, scale, enable_gqa):
     batch, heads_q, seq_len_q, _ = query.shape
     return query.new_empty((batch, heads_q, seq_len_q, value.shape[-1]))

@@ -15,7 +15,8 @@ import torch
 
 from . import _dispatch, _masks
 from ._dispatch import KernelBias
-from .variants import CausalVariant
+from .errors import SdpaTypeError, SdpaValueError
+from .variants import CausalVariant, as_causal_variant
 
 __all__ = [
     "AttnBias",
@@ -47,7 +48,21 @@ class AttnBias(abc.ABC):
     @staticmethod
     def dispatch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_bias: "AttnBias",
                  causal: bool, scale: float | None, dropout_p: float) -> torch.Tensor:
-        """Compute attention with ``attn_bias``. The default materializes it and runs it as a TensorBias."""
+        """Compute attention with ``attn_bias``; ``scaled_dot_product_attention`` calls this.
+
+        This base version materializes the bias and runs it as a ``TensorBias``. Override it (and
+        ``needs_materialization``) to compute without a dense tensor.
+
+        Args:
+            query, key, value: (B, H, S, D) tensors, already validated (key/value may have fewer heads).
+            attn_bias: the bias object (``dispatch`` is static, as in the RFC).
+            causal: ``is_causal`` of the call: add an upper-left causal mask.
+            scale: the factor on ``query @ key^T``, or None for ``1 / sqrt(D)``.
+            dropout_p: dropout probability.
+
+        Returns:
+            The attention output, (B, Hq, Sq, Dv).
+        """
         dense = TensorBias(attn_bias.materialize(query.device))
         return TensorBias.dispatch(query, key, value, dense, causal, scale, dropout_p)
 
@@ -69,53 +84,75 @@ class _BuiltinBias(AttnBias):
 
     @staticmethod
     def dispatch(query, key, value, attn_bias, causal, scale, dropout_p):
+        """Compute attention with this bias without materializing it: a fused sdpa_core kernel where one
+        covers the inputs, else PyTorch with the cheapest equivalent request (``explain()`` says which).
+
+        Args and Returns as ``AttnBias.dispatch``.
+
+        Raises:
+            SdpaValueError: the bias does not fit the inputs (sequence lengths, heads, device), or
+                ``causal`` is set for a bias that is already causal.
+        """
         attn_bias._check_inputs(query, key)
-        return _dispatch.attention(query, key, value, attn_bias._kernel_bias(causal), scale, dropout_p)
+        return _dispatch.attention(query, key, value, attn_bias._kernel_bias(causal), scale, dropout_p,
+                                   query.shape[1] != key.shape[1])
 
 
 def _check_seq_lens(bias_name: str, seq_len_q: int, seq_len_kv: int, query: torch.Tensor,
                     key: torch.Tensor) -> None:
     if seq_len_q != query.shape[-2]:
-        raise ValueError(f"{bias_name}: seq_len_q={seq_len_q} does not match query's sequence length "
-                         f"{query.shape[-2]} (query shape {tuple(query.shape)})")
+        raise SdpaValueError(f"{bias_name}: seq_len_q={seq_len_q} does not match query's sequence length "
+                             f"{query.shape[-2]} (query shape {tuple(query.shape)})")
     if seq_len_kv != key.shape[-2]:
-        raise ValueError(f"{bias_name}: seq_len_kv={seq_len_kv} does not match key's sequence length "
-                         f"{key.shape[-2]} (key shape {tuple(key.shape)})")
+        raise SdpaValueError(f"{bias_name}: seq_len_kv={seq_len_kv} does not match key's sequence length "
+                             f"{key.shape[-2]} (key shape {tuple(key.shape)})")
 
 
 def _check_positive_int(name: str, value) -> int:
+    """``value`` if it is an int >= 1. A SymInt (a size traced by torch.export / torch.compile) is
+    checked with torch._check, which records the fact instead of branching on it."""
+    if isinstance(value, torch.SymInt):
+        torch._check(value >= 1, lambda: f"{name} must be a positive int; got {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
+        raise SdpaValueError(f"{name} must be a positive int; got {value!r}")
     return value
 
 
 def _check_device(name: str, tensor: torch.Tensor, query: torch.Tensor) -> None:
     if tensor.device != query.device:
-        raise ValueError(f"{name} is on {tensor.device} but query is on {query.device}; "
-                         f"create it on the query's device")
+        raise SdpaValueError(f"{name} is on {tensor.device} but query is on {query.device}; "
+                             f"create it on the query's device")
 
 
 def _forbid_is_causal(bias: AttnBias) -> None:
-    raise ValueError(f"is_causal=True cannot be combined with {bias!r}, which already carries a causal "
-                     f"mask; pick the variant on the bias and leave is_causal=False")
+    raise SdpaValueError(f"is_causal=True cannot be combined with {bias!r}, which already carries a causal "
+                         f"mask; pick the variant on the bias and leave is_causal=False")
 
 
 class TensorBias(_BuiltinBias):
     """A bias you already hold as a tensor: an additive float bias, or a bool mask (True = attend, as in
-    PyTorch), broadcastable to (B, H, Sq, Skv). A float bias of the query's dtype or a bool mask runs
-    fused; other float dtypes fall back to PyTorch in float32.
+    PyTorch), broadcastable to (B, H, Sq, Skv). With ``is_causal=True`` an upper-left causal mask is
+    applied on top of it. Additive values below -2.35e38 (``finfo(bfloat16 / float32).min``) mask like
+    -inf.
 
-    With ``is_causal=True`` an upper-left causal mask is applied on top of it.
+    A float bias of the query's dtype or a bool mask runs fused on CUDA (read in place, broadcast
+    dimensions through zero strides); a float bias of another dtype is converted to the query's dtype
+    and computed by PyTorch.
+
+    Args:
+        bias: a bool or floating tensor broadcastable to (B, H, Sq, Skv) (for N-D inputs, to
+            (N, ..., H, Sq, Skv)).
+
+    Raises:
+        SdpaTypeError: ``bias`` is not a bool or floating tensor.
     """
 
     def __init__(self, bias: torch.Tensor):
         if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"TensorBias: bias must be a torch.Tensor; got {type(bias).__name__}")
+            raise SdpaTypeError(f"TensorBias: bias must be a torch.Tensor; got {type(bias).__name__}")
         if bias.dtype != torch.bool and not bias.is_floating_point():
-            raise TypeError(f"TensorBias: bias must be bool or floating point; got dtype {bias.dtype}")
-        if not 1 <= bias.dim() <= 4:
-            raise ValueError(f"TensorBias: bias must have 1 to 4 dims broadcastable to (B, H, Sq, Skv); "
-                             f"got shape {tuple(bias.shape)}")
+            raise SdpaTypeError(f"TensorBias: bias must be bool or floating point; got dtype {bias.dtype}")
         self.bias = bias
 
     def __repr__(self) -> str:
@@ -127,10 +164,13 @@ class TensorBias(_BuiltinBias):
     def _check_inputs(self, query, key) -> None:
         target = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
         shape = tuple(self.bias.shape)
+        if len(shape) > 4:
+            raise SdpaValueError(f"attn_mask of shape {shape} has more dimensions than the inputs; it must broadcast "
+                                 f"to (batch, heads, seq_len_q, seq_len_kv) = {target}")
         padded = (1,) * (4 - len(shape)) + shape
         if any(s != 1 and s != t for s, t in zip(padded, target)):
-            raise ValueError(f"attn_mask of shape {shape} does not broadcast to (batch, heads, seq_len_q, "
-                             f"seq_len_kv) = {target}")
+            raise SdpaValueError(f"attn_mask of shape {shape} does not broadcast to (batch, heads, seq_len_q, "
+                                 f"seq_len_kv) = {target}")
         _check_device("attn_mask", self.bias, query)
 
     def _kernel_bias(self, causal: bool) -> KernelBias:
@@ -146,13 +186,21 @@ class CausalBias(_BuiltinBias):
         1 1 1 0                      1 1 1 1
 
     Both run as fused kernels that skip the masked tiles; ``materialize`` returns the bool (Sq, Skv) mask.
-    ``is_causal=True`` together with a CausalBias is a ValueError (the variant would be ambiguous).
+    ``is_causal=True`` together with a CausalBias is an error (the variant would be ambiguous). torch's
+    ``torch.nn.attention.bias.CausalBias`` objects are accepted as ``attn_mask`` and mean the same.
+
+    Args:
+        variant: ``CausalVariant.UPPER_LEFT`` or ``LOWER_RIGHT`` (torch's ``CausalVariant`` works too).
+        seq_len_q: query length Sq, >= 1; must equal the query's.
+        seq_len_kv: key length Skv, >= 1; must equal the key's.
+
+    Raises:
+        SdpaTypeError: ``variant`` is not a causal variant.
+        SdpaValueError: a length is not a positive int.
     """
 
     def __init__(self, variant: CausalVariant, seq_len_q: int, seq_len_kv: int):
-        if not isinstance(variant, CausalVariant):
-            raise TypeError(f"CausalBias: variant must be a CausalVariant; got {variant!r}")
-        self.variant = variant
+        self.variant = as_causal_variant(variant)
         self.seq_len_q = _check_positive_int("CausalBias: seq_len_q", seq_len_q)
         self.seq_len_kv = _check_positive_int("CausalBias: seq_len_kv", seq_len_kv)
 
@@ -172,12 +220,18 @@ class CausalBias(_BuiltinBias):
 
 
 def causal_upper_left(seq_len_q: int, seq_len_kv: int) -> CausalBias:
-    """Causal mask keeping key j for query i when j <= i (PyTorch's ``is_causal``)."""
+    """Causal mask keeping key j for query i when j <= i (PyTorch's ``is_causal``).
+
+    Returns:
+        ``CausalBias(CausalVariant.UPPER_LEFT, seq_len_q, seq_len_kv)``."""
     return CausalBias(CausalVariant.UPPER_LEFT, seq_len_q, seq_len_kv)
 
 
 def causal_lower_right(seq_len_q: int, seq_len_kv: int) -> CausalBias:
-    """Causal mask keeping key j for query i when j <= i + (Skv - Sq) (decoding with a KV cache)."""
+    """Causal mask keeping key j for query i when j <= i + (Skv - Sq) (decoding with a KV cache).
+
+    Returns:
+        ``CausalBias(CausalVariant.LOWER_RIGHT, seq_len_q, seq_len_kv)``."""
     return CausalBias(CausalVariant.LOWER_RIGHT, seq_len_q, seq_len_kv)
 
 
@@ -191,17 +245,28 @@ class AlibiBias(_BuiltinBias):
     ``slopes`` is float32 of shape (H,) or (B, H), on the query's device; ``alibi_slopes(H)`` gives the
     paper's. ``causal`` (None or a CausalVariant) also masks; with ``causal=None``, ``is_causal=True`` adds
     an upper-left mask. Runs fused: the kernel reads one slope per head, never an Sq x Skv tensor.
+    Where PyTorch computes it (CPU, gradients, ...) the bias is materialized in the query's dtype from
+    float32 (float64 for float64 inputs) values.
+
+    Args:
+        slopes: float32 (H,) or (B, H) on the query's device; ``alibi_slopes(H)`` gives the paper's.
+        seq_len_q: query length Sq, >= 1.
+        seq_len_kv: key length Skv, >= 1.
+        causal: None, or the ``CausalVariant`` (ours or torch's) of a causal mask to apply as well.
+
+    Raises:
+        SdpaTypeError: ``slopes`` is not a float32 tensor, or ``causal`` not a causal variant.
+        SdpaValueError: ``slopes`` is not 1-D or 2-D, or a length is not a positive int.
     """
 
     def __init__(self, slopes: torch.Tensor, seq_len_q: int, seq_len_kv: int, causal: CausalVariant | None = None):
         if not isinstance(slopes, torch.Tensor):
-            raise TypeError(f"AlibiBias: slopes must be a torch.Tensor; got {type(slopes).__name__}")
+            raise SdpaTypeError(f"AlibiBias: slopes must be a torch.Tensor; got {type(slopes).__name__}")
         if slopes.dtype != torch.float32:
-            raise TypeError(f"AlibiBias: slopes must be float32; got {slopes.dtype}")
+            raise SdpaTypeError(f"AlibiBias: slopes must be float32; got {slopes.dtype}")
         if slopes.dim() not in (1, 2):
-            raise ValueError(f"AlibiBias: slopes must have shape (H,) or (B, H); got {tuple(slopes.shape)}")
-        if causal is not None and not isinstance(causal, CausalVariant):
-            raise TypeError(f"AlibiBias: causal must be None or a CausalVariant; got {causal!r}")
+            raise SdpaValueError(f"AlibiBias: slopes must have shape (H,) or (B, H); got {tuple(slopes.shape)}")
+        causal = None if causal is None else as_causal_variant(causal)
         self.slopes = slopes
         self.seq_len_q = _check_positive_int("AlibiBias: seq_len_q", seq_len_q)
         self.seq_len_kv = _check_positive_int("AlibiBias: seq_len_kv", seq_len_kv)
@@ -222,8 +287,8 @@ class AlibiBias(_BuiltinBias):
         _check_seq_lens("AlibiBias", self.seq_len_q, self.seq_len_kv, query, key)
         batch, heads = query.shape[0], query.shape[1]
         if tuple(self.slopes.shape) not in ((heads,), (batch, heads)):
-            raise ValueError(f"AlibiBias: slopes must have shape ({heads},) or ({batch}, {heads}) for a query of "
-                             f"batch {batch} and {heads} heads; got {tuple(self.slopes.shape)}")
+            raise SdpaValueError(f"AlibiBias: slopes must have shape ({heads},) or ({batch}, {heads}) for a query of "
+                                 f"batch {batch} and {heads} heads; got {tuple(self.slopes.shape)}")
         _check_device("AlibiBias: slopes", self.slopes, query)
 
     def _kernel_bias(self, causal: bool) -> KernelBias:
@@ -237,6 +302,16 @@ def alibi_slopes(num_heads: int, device: torch.device | str | None = None) -> to
 
     For a power of two n they are 2^(-8/n), 2^(-16/n), ...; otherwise the slopes of the nearest lower
     power of two p, followed by every other slope of 2p (Press et al., 2022).
+
+    Args:
+        num_heads: number of heads, >= 1.
+        device: where to create the tensor.
+
+    Returns:
+        float32 tensor of shape (num_heads,).
+
+    Raises:
+        SdpaValueError: ``num_heads`` is not a positive int.
     """
     _check_positive_int("num_heads", num_heads)
 

@@ -6,50 +6,72 @@ import warnings
 
 import torch
 
-from . import _dispatch, _validate
+from . import _dispatch, _nd, _validate, policy
 from ._dispatch import KernelBias
-from .bias import AttnBias, TensorBias, _BuiltinBias
-from .functional import as_attn_bias
+from .bias import _BuiltinBias
+from .functional import resolve_mask
 from .variants import CausalVariant
 
 
 def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask=None, dropout_p: float = 0.0,
             is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> str:
-    """One paragraph: the fused kernel and its configuration, or the PyTorch fallback with every reason.
+    """Which path ``scaled_dot_product_attention`` takes for these arguments, and why. Runs nothing.
 
-    Takes exactly the arguments of ``scaled_dot_product_attention``, raises the same errors, runs nothing.
+    Args:
+        query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa: exactly as for
+            ``scaled_dot_product_attention``.
+
+    Returns:
+        A few lines: ``bias: ...`` (the bias as sdpa_core sees it), ``note: ...`` lines (deprecations,
+        materialization, copies), and ``path: ...``: the fused kernel and its configuration, or the
+        PyTorch request and every reason a fused kernel does not run it. Inputs that require grad get
+        a ``backward: ...`` line as well.
+
+    Raises:
+        The same errors as ``scaled_dot_product_attention`` for the same arguments.
     """
-    _validate.check_inputs(query, key, value, dropout_p, scale, enable_gqa)
+    _validate.check_scalars(dropout_p, is_causal, scale, enable_gqa)
     notes = []
-    if attn_mask is None:
-        described = "no bias" + (" (is_causal: CausalUpperLeft)" if is_causal else "")
-        bias = KernelBias.causal_only(CausalVariant.UPPER_LEFT if is_causal else None)
-        return _render(described, notes, *_dispatch.plan(query, key, value, bias, scale, dropout_p))
-    if isinstance(attn_mask, torch.Tensor):
+    if isinstance(attn_mask, torch.Tensor) and not isinstance(attn_mask, torch.nn.attention.bias.CausalBias):
         notes.append("attn_mask is a Tensor: deprecated, wrap it in TensorBias")
-    attn_bias = _quiet_as_attn_bias(attn_mask, is_causal)
-    if attn_bias.needs_materialization():
-        notes.append(f"{type(attn_bias).__name__} needs materialization: it is built as a dense tensor first")
-        attn_bias = TensorBias(attn_bias.materialize(query.device))
-    if not isinstance(attn_bias, _BuiltinBias):
-        return f"{attn_bias!r}: runs its own {type(attn_bias).__name__}.dispatch (user-defined)"
-    attn_bias._check_inputs(query, key)
-    bias = attn_bias._kernel_bias(is_causal)
-    return _render(repr(attn_bias), notes, *_dispatch.plan(query, key, value, bias, scale, dropout_p))
-
-
-def _quiet_as_attn_bias(attn_mask, is_causal: bool) -> AttnBias:
-    """as_attn_bias without the deprecation warning: explain() reports it as a note instead."""
+    elif attn_mask is not None and getattr(attn_mask, "needs_materialization", lambda: False)():
+        notes.append(f"{type(attn_mask).__name__} needs materialization: it is built as a dense tensor first")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return as_attn_bias(attn_mask, is_causal)
-
-
-def _render(described: str, notes: list[str], kernel: str | None, reasons: list[str]) -> str:
-    lines = [f"bias: {described}"] + [f"note: {n}" for n in notes]
-    if kernel:
-        lines.append(f"path: fused kernel {kernel}")
+        attn_bias = resolve_mask(attn_mask, is_causal, query.device if isinstance(query, torch.Tensor) else None)
+    if not _validate.tensors_look_valid(query, key, value) or not _nd.is_canonical(query, key, value):
+        _validate.check_tensor_types(query, key, value)
+        return _render("as given", notes, "torch:torch SDPA on the inputs as given",
+                       ["query/key/value shapes are not (N, ..., H, S, D) with one set of batch dimensions"])
+    adapted = _nd.to_4d(query, key, value, attn_bias)
+    if adapted is None:
+        return _render(repr(attn_bias), notes, "torch:torch SDPA on the inputs as given",
+                       ["attn_mask has more dimensions than the query"])
+    q, k, v, attn_bias, _ = adapted
+    _validate.check_inputs(q, k, v, enable_gqa)
+    if attn_bias is None:
+        described = "no bias" + (" (is_causal: CausalUpperLeft)" if is_causal else "")
+        bias = KernelBias.causal_only(CausalVariant.UPPER_LEFT if is_causal else None)
+    elif not isinstance(attn_bias, _BuiltinBias):
+        return f"bias: {attn_bias!r}\npath: its own {type(attn_bias).__name__}.dispatch (user-defined)"
     else:
-        lines.append("path: PyTorch fallback (bias materialized, computed by torch), because:")
+        attn_bias._check_inputs(q, k)
+        described, bias = repr(attn_bias), attn_bias._kernel_bias(is_causal)
+    if q.dim() != query.dim():
+        notes.append(f"{query.dim()}-D inputs run as 4-D {tuple(q.shape)}")
+    text = _render(described, notes, *_dispatch.plan(q, k, v, bias, scale, dropout_p))
+    if _dispatch.needs_grad(q, k, v, bias.dense):
+        text += "\nbackward: PyTorch's SDPA backward (sdpa_core has no fused backward yet)"
+    return text
+
+
+def _render(described: str, notes: list[str], path: str, reasons: list[str]) -> str:
+    lines = [f"bias: {described}"] + [f"note: {n}" for n in notes]
+    where, what = path.split(":", 1)
+    if where == "fused":
+        lines.append(f"path: fused kernel {what} (dispatch_policy {policy.current()!r})")
+        lines += [f"note: {r}" for r in reasons]
+    else:
+        lines.append(f"path: PyTorch fallback: {what}, because:")
         lines += [f"  - {r}" for r in reasons]
     return "\n".join(lines)

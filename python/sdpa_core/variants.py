@@ -20,3 +20,22 @@ class CausalVariant(enum.IntEnum):
 
     UPPER_LEFT = 1
     LOWER_RIGHT = 2
+
+
+def as_causal_variant(variant) -> CausalVariant:
+    """``variant`` as our CausalVariant: ours as it is, and torch's ``torch.nn.attention.bias.CausalVariant``
+    (same names, same values) as its equivalent.
+
+    Raises:
+        SdpaTypeError: anything else.
+    """
+    if isinstance(variant, CausalVariant):
+        return variant
+    from torch.nn.attention.bias import CausalVariant as TorchCausalVariant
+
+    if isinstance(variant, TorchCausalVariant):
+        return CausalVariant[variant.name]
+    from .errors import SdpaTypeError
+
+    raise SdpaTypeError(f"causal variant must be a sdpa_core.CausalVariant or torch.nn.attention.bias.CausalVariant; "
+                        f"got {variant!r}")

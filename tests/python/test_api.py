@@ -136,11 +136,13 @@ def test_repr_never_materializes():
 
 
 @pytest.mark.parametrize("call,pattern", [
-    (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, k[:1], v[:1]), "batch"),
+    (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, torch.cat([k, k[:1]]), torch.cat([v, v[:1]])),
+     "batch"),
     (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, k, v[:, :, :3]), "seq_len"),
     (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, k[..., :8], v), "head_dim"),
     (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, k.half(), v), "key.dtype"),
-    (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q[0], k, v), "query must have shape"),
+    (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q[0, 0, 0], k[0, 0, 0], v[0, 0, 0]),
+     "query must have at least 2 dimensions"),
     (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, k[:, :1], v[:, :1]), "enable_gqa"),
     (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, k[:, :3], v[:, :3], enable_gqa=True), "multiple"),
     (lambda q, k, v: sdpa_core.scaled_dot_product_attention(q, k, v, dropout_p=1.5), "dropout_p"),

@@ -34,6 +34,11 @@ struct AlibiDesc {
   int64_t stride_head = 1;
 };
 
+// Additive values below this count as masked, exactly like -inf: the kernels scale scores by log2(e),
+// which overflows float32 to -inf below about -FLT_MAX / log2(e). So finfo(bfloat16/float32).min masks
+// (the Hugging Face convention) remove keys, and a row of them outputs 0. finfo(float16).min is finite.
+constexpr float kMaskedBelow = -2.35e38f;
+
 // Dense bias or mask. An additive bias has the problem's dtype; a mask is DType::kBool (nonzero =
 // attend, as in PyTorch). Broadcast dimensions have stride 0; the key stride may be anything.
 struct DenseDesc {

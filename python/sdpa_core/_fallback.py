@@ -36,6 +36,9 @@ def attention(query, key, value, bias, scale: float | None, dropout_p: float, en
         mask = bias.dense
         if mask.dtype != torch.bool and mask.dtype != query.dtype:
             mask = mask.to(query.dtype)
+        if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
+            # torch's mem-efficient kernel rejects a bias broadcast along the keys (stride 0 there)
+            mask = mask.expand(*mask.shape[:-1], seq_kv).contiguous()
     if bias.causal is not None:
         mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
     return _zero_dead_rows(sdpa(attn_mask=mask), mask)

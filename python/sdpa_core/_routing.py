@@ -6,8 +6,8 @@ are listed here with the measurement behind each (benchmarks/results.md, H100, 2
   * sm90, no bias or upper-left causal: torch's default (cuDNN) runs ~1.7x our sm80-class kernel
     (d128 S8k causal 552 vs 326 TFLOP/s);
   * sm90, a dense bias without a causal mask: torch's default (cuDNN) 277-307 vs ours 247-255;
-  * any GPU, no additive bias and too few query tiles to fill the GPU (decode): torch's flash kernel splits
-    the key range across blocks, ours does not yet (B=8 Sq=1 Skv=8k: 2453 vs 673 GB/s).
+  * any GPU, no additive bias, decode-shaped (Sq <= 16) with fewer (batch, head) pairs than SMs: torch's
+    flash kernel splits the key range across blocks, ours does not yet (B=8 Sq=1 Skv=8k: 2453 vs 673 GB/s).
 Everything else (ALiBi, lower-right causal prefill, dense bias + causal) stays on sdpa_core's kernels,
 which are at or ahead of torch there.
 """
@@ -18,7 +18,9 @@ import torch
 
 from . import policy
 
-_BLOCK_M = 128  # query rows per block of the sm80 kernel: the unit "query tiles" counts in
+_HALF = (torch.float16, torch.bfloat16)
+
+_DECODE_ROWS = 16  # decode and speculative decoding: one query tile per (batch, head)
 _device_info: dict[int, tuple[int, int]] = {}
 
 
@@ -42,9 +44,46 @@ def torch_is_faster(query, bias) -> str:
         return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
     if kind == 2 and causal == 0 and major == 9:
         return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
-    if kind == 0:
-        batch, heads, seq_q = query.shape[0], query.shape[1], query.shape[2]
-        if batch * heads * -(-seq_q // _BLOCK_M) < sms:
+    if kind == 0 and query.shape[2] <= _DECODE_ROWS:
+        batch, heads = query.shape[0], query.shape[1]
+        if batch * heads < sms:
             return ("dispatch_policy 'auto': too few query tiles to fill the GPU (decode-shaped); torch's flash "
                     "kernel splits the key range, sdpa_core's split-KV kernel is not built yet")
     return ""
+
+
+def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
+    """The no-mask hot path: True when a call with ``attn_mask=None`` goes to torch's SDPA exactly as the
+    caller wrote it, so sdpa_core adds one test to torch's own cost instead of its whole dispatch.
+
+    That holds off CUDA, for dtypes or requests sdpa_core's kernels do not take, and where torch's kernel
+    is the faster one under "auto" (sm90, decode-shaped calls); never for misaligned CUDA inputs (they
+    are copied first: torch's kernels have gotten some of them wrong) or a non-finite ``scale``.
+    Anything unusual (not tensors, odd ranks, bad arguments) answers False and takes the checked path.
+    """
+    try:
+        if scale is not None and not (type(scale) is float and -_INF < scale < _INF):
+            return False
+        if not query.is_cuda:  # CPU: torch's own checks let some bad shapes through; take the checked path
+            return False
+        if query.dim() != 4 or torch.compiler.is_compiling():
+            return False
+        if not (query.dtype not in _HALF or dropout_p or (torch.is_grad_enabled() and (
+                query.requires_grad or key.requires_grad or value.requires_grad))):
+            if policy.current() != "auto":
+                return False
+            major, sms = _info(query.device)
+            if major != 9 and not (query.shape[2] <= _DECODE_ROWS and query.shape[0] * query.shape[1] < sms):
+                return False
+        return _aligned(query) and _aligned(key) and _aligned(value)
+    except (AttributeError, TypeError):
+        return False
+
+
+_INF = float("inf")
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    """16-byte aligned data pointer and row strides (see _dispatch._is_aligned, which copies otherwise)."""
+    s = t.stride()
+    return t.data_ptr() % 16 == 0 and s[0] % 8 == 0 and s[1] % 8 == 0 and s[2] % 8 == 0

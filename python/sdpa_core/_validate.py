@@ -55,10 +55,11 @@ def check_tensor_types(query, key, value) -> None:
 
 
 def check_inputs(query, key, value, enable_gqa: bool) -> None:
-    """Raises on 4-D (B, H, S, D) inputs that do not fit together."""
+    """Raises on 4-D (B, H, S, D) inputs that do not fit together. One key/value head serves every query
+    head even without enable_gqa: torch broadcasts it so."""
     q, k, v = query.shape, key.shape, value.shape
     if (k[1] == v[1] and k[2] == v[2] and q[3] == k[3]
-            and (q[1] == k[1] or (enable_gqa and k[1] > 0 and q[1] % k[1] == 0))):
+            and (q[1] == k[1] or k[1] == 1 or (enable_gqa and k[1] > 0 and q[1] % k[1] == 0))):
         return
     if key.shape[1] != value.shape[1] or key.shape[2] != value.shape[2]:
         raise SdpaValueError(f"key and value must have the same heads and seq_len; got key {tuple(key.shape)}, "

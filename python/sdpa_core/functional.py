@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import bias as _torch_bias
 
-from . import _dispatch, _nd, _validate
+from . import _dispatch, _nd, _routing, _validate
 from ._dispatch import KernelBias
 from .bias import AttnBias, CausalBias, TensorBias
 from .errors import SdpaTypeError, SdpaValueError
@@ -55,6 +55,13 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     other head dims), PyTorch computes it from the cheapest equivalent request; ``explain()`` tells
     which path runs and why.
     """
+    if attn_mask is None and _routing.torch_takes_unmasked(query, key, value, dropout_p, scale):
+        try:
+            return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal,
+                                                  scale=scale, enable_gqa=enable_gqa)
+        except RuntimeError:
+            _raise_named(query, key, value, dropout_p, is_causal, scale, enable_gqa)  # ours, if it knows better
+            raise
     _validate.check_scalars(dropout_p, is_causal, scale, enable_gqa)
     attn_bias = resolve_mask(attn_mask, is_causal, query.device if isinstance(query, torch.Tensor) else None)
     if not _validate.tensors_look_valid(query, key, value) or not _nd.is_canonical(query, key, value):
@@ -69,6 +76,17 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         bias = _CAUSAL if is_causal else _NO_MASK
         return restore(_dispatch.attention(q, k, v, bias, scale, dropout_p, q.shape[1] != k.shape[1]))
     return restore(attn_bias.dispatch(q, k, v, attn_bias, is_causal, scale, dropout_p))
+
+
+def _raise_named(query, key, value, dropout_p, is_causal, scale, enable_gqa) -> None:
+    """Runs the checks the no-mask hot path skipped; raises the error that names the bad argument."""
+    _validate.check_scalars(dropout_p, is_causal, scale, enable_gqa)
+    _validate.check_tensor_types(query, key, value)
+    if _nd.is_canonical(query, key, value):
+        q, k, v, _, _ = _nd.to_4d(query, key, value, None)
+        _validate.check_inputs(q, k, v, enable_gqa)
+    else:
+        _check_broadcast(query, key, value)
 
 
 def resolve_mask(attn_mask, is_causal: bool, device) -> AttnBias | None:

@@ -11,6 +11,14 @@ import sdpa_core
 
 pytestmark = requires_cuda
 
+
+@pytest.fixture(autouse=True)
+def _own_kernels():
+    """These tests are about sdpa_core's kernels: pin dispatch to them (dispatch_policy "auto" may hand
+    no-mask and causal calls to torch's faster kernel on sm90; test_routing_gpu below checks that)."""
+    with sdpa_core.dispatch_policy("own"):
+        yield
+
 FUSED_BIASES = sorted(BIASES)
 
 
@@ -105,3 +113,31 @@ def test_pytorch_fallback_on_cuda_matches_oracle(name, monkeypatch):
         out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
         assert out.is_cuda
         assert_close(out, attention_fp64(q, k, v, **oracle_kwargs), torch.bfloat16)
+
+
+def _is_sm90():
+    return torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.parametrize("policy", ["auto", "own"])
+@pytest.mark.parametrize("name", ["none", "is_causal", "dense_float", "alibi_upper_left", "causal_lower_right"])
+def test_routing_gpu(name, policy):
+    """Under "auto" on sm90 the calls torch runs faster go to torch (explain says so); under "own" every
+    covered call runs the fused kernel. Both match the oracle."""
+    q, k, v = qkv(2, 4, 4, 300, 300, 128, "cuda", torch.bfloat16)
+    mask, is_causal, oracle_kwargs = BIASES[name](2, 4, 300, 300, "cuda", torch.bfloat16)
+    with sdpa_core.dispatch_policy(policy):
+        text = sdpa_core.explain(q, k, v, attn_mask=mask, is_causal=is_causal)
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    routed = policy == "auto" and _is_sm90() and name in ("none", "is_causal", "dense_float")
+    assert ("fused kernel" in text) == (not routed), text
+    assert_close(out, attention_fp64(q, k, v, **oracle_kwargs), torch.bfloat16)
+
+
+def test_decode_shaped_calls_go_to_torch_under_auto():
+    q, k, v = qkv(2, 4, 4, 1, 4096, 128, "cuda", torch.bfloat16)
+    bias = sdpa_core.causal_lower_right(1, 4096)
+    with sdpa_core.dispatch_policy("auto"):
+        assert "too few query tiles" in sdpa_core.explain(q, k, v, attn_mask=bias)
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    assert_close(out, attention_fp64(q, k, v, causal="lower_right"), torch.bfloat16)

@@ -22,6 +22,11 @@ from .variants import CausalVariant
 
 MASKED_BELOW = -2.35e38  # ~ -FLT_MAX / log2(e)
 
+# Whether torch takes a float32 mask with float16/bfloat16 q/k/v in a fused kernel on this device type.
+# ALiBi materialized in half precision loses the distances' low bits (bf16 keeps 8: a bias of -12 is off
+# by up to 0.03, which moves the output past bf16 tolerance); in float32 it is exact where torch allows.
+_WIDE_MASK_OK = {"cpu": True, "cuda": False}
+
 
 def attention(query, key, value, bias, scale: float | None, dropout_p: float, enable_gqa: bool) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v through ``torch.nn.functional.scaled_dot_product_attention``."""
@@ -30,12 +35,16 @@ def attention(query, key, value, bias, scale: float | None, dropout_p: float, en
     if bias.kind == 0:  # BiasKind.NONE
         return _causal_only(sdpa, bias.causal, seq_q, seq_kv)
     if bias.kind == 1:  # BiasKind.ALIBI
-        wide = torch.promote_types(query.dtype, torch.float32)  # distances x slopes, then one rounding
-        mask = _masks.alibi_additive(bias.slopes, seq_q, seq_kv, query.device, wide).to(query.dtype)
+        wide = torch.promote_types(query.dtype, torch.float32)
+        mask = _masks.alibi_additive(bias.slopes, seq_q, seq_kv, query.device, wide)
+        if not _WIDE_MASK_OK[query.device.type]:
+            mask = mask.to(query.dtype)
     else:
         mask = bias.dense
         if mask.dtype != torch.bool and mask.dtype != query.dtype:
             mask = mask.to(query.dtype)
+        if mask.dim() < 2:  # torch's 4-D path indexes dim -2 of the mask
+            mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
         if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
             # torch's mem-efficient kernel rejects a bias broadcast along the keys (stride 0 there)
             mask = mask.expand(*mask.shape[:-1], seq_kv).contiguous()
@@ -84,6 +93,9 @@ class _Sdpa:
 def _causal_only(sdpa: _Sdpa, variant: CausalVariant | None, seq_q: int, seq_kv: int) -> torch.Tensor:
     if variant is None:
         return sdpa()
+    scale = sdpa.kwargs["scale"]
+    if scale is not None and scale < 0:  # torch's CPU flash kernel gives NaN for is_causal with scale < 0
+        return sdpa(attn_mask=_masks.causal_keep(variant, seq_q, seq_kv, sdpa.q.device))
     if variant == CausalVariant.UPPER_LEFT or seq_q == seq_kv:
         return sdpa(is_causal=True)
     if seq_q < seq_kv:

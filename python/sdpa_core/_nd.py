@@ -14,6 +14,7 @@ import math
 import torch
 
 from .bias import AttnBias, TensorBias
+from .errors import SdpaValueError
 
 
 def is_canonical(query, key, value) -> bool:
@@ -63,4 +64,9 @@ def _flatten_mask(mask: torch.Tensor, lead) -> torch.Tensor | None:
     if all(s == 1 for s in mask_lead):
         return mask.reshape(1, *tail)
     # expand() is free; reshape copies only where broadcast batch dimensions cannot merge into one stride
-    return mask.reshape(*mask_lead, *tail).expand(*lead, *tail).reshape(math.prod(lead), *tail)
+    try:
+        expanded = mask.reshape(*mask_lead, *tail).expand(*lead, *tail)
+    except RuntimeError:
+        raise SdpaValueError(f"attn_mask of shape {tuple(mask.shape)} does not broadcast to the inputs' batch "
+                             f"dimensions {tuple(lead)}") from None
+    return expanded.reshape(math.prod(lead), *tail)

@@ -108,12 +108,20 @@ def _check_seq_lens(bias_name: str, seq_len_q: int, seq_len_kv: int, query: torc
                              f"{key.shape[-2]} (key shape {tuple(key.shape)})")
 
 
-def _check_positive_int(name: str, value) -> int:
-    """``value`` if it is an int >= 1. A SymInt (a size traced by torch.export / torch.compile) is
-    checked with torch._check, which records the fact instead of branching on it."""
+def _check_length(name: str, value) -> int:
+    """``value`` if it is an int >= 0 (an empty sequence is valid, as in torch). A SymInt (a size traced by
+    torch.export / torch.compile) is checked with torch._check, which records the fact instead of
+    branching on it."""
     if isinstance(value, torch.SymInt):
-        torch._check(value >= 1, lambda: f"{name} must be a positive int; got {value!r}")
+        torch._check(value >= 0, lambda: f"{name} must be a non-negative int; got {value!r}")
         return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SdpaValueError(f"{name} must be a non-negative int; got {value!r}")
+    return value
+
+
+def _check_positive_int(name: str, value) -> int:
+    """``value`` if it is an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SdpaValueError(f"{name} must be a positive int; got {value!r}")
     return value
@@ -172,6 +180,10 @@ class TensorBias(_BuiltinBias):
             raise SdpaValueError(f"attn_mask of shape {shape} does not broadcast to (batch, heads, seq_len_q, "
                                  f"seq_len_kv) = {target}")
         _check_device("attn_mask", self.bias, query)
+        dtype = self.bias.dtype
+        if dtype not in (torch.bool, torch.float32, query.dtype):
+            raise SdpaTypeError(f"attn_mask dtype must be bool, float32 or the query dtype ({query.dtype}), as in "
+                                f"PyTorch; got {dtype}")
 
     def _kernel_bias(self, causal: bool) -> KernelBias:
         return KernelBias.dense_tensor(self.bias, CausalVariant.UPPER_LEFT if causal else None)
@@ -191,18 +203,18 @@ class CausalBias(_BuiltinBias):
 
     Args:
         variant: ``CausalVariant.UPPER_LEFT`` or ``LOWER_RIGHT`` (torch's ``CausalVariant`` works too).
-        seq_len_q: query length Sq, >= 1; must equal the query's.
-        seq_len_kv: key length Skv, >= 1; must equal the key's.
+        seq_len_q: query length Sq, >= 0; must equal the query's.
+        seq_len_kv: key length Skv, >= 0; must equal the key's.
 
     Raises:
         SdpaTypeError: ``variant`` is not a causal variant.
-        SdpaValueError: a length is not a positive int.
+        SdpaValueError: a length is not a non-negative int.
     """
 
     def __init__(self, variant: CausalVariant, seq_len_q: int, seq_len_kv: int):
         self.variant = as_causal_variant(variant)
-        self.seq_len_q = _check_positive_int("CausalBias: seq_len_q", seq_len_q)
-        self.seq_len_kv = _check_positive_int("CausalBias: seq_len_kv", seq_len_kv)
+        self.seq_len_q = _check_length("CausalBias: seq_len_q", seq_len_q)
+        self.seq_len_kv = _check_length("CausalBias: seq_len_kv", seq_len_kv)
 
     def __repr__(self) -> str:
         return f"CausalBias(variant={self.variant.name}, seq_len_q={self.seq_len_q}, seq_len_kv={self.seq_len_kv})"
@@ -250,13 +262,13 @@ class AlibiBias(_BuiltinBias):
 
     Args:
         slopes: float32 (H,) or (B, H) on the query's device; ``alibi_slopes(H)`` gives the paper's.
-        seq_len_q: query length Sq, >= 1.
-        seq_len_kv: key length Skv, >= 1.
+        seq_len_q: query length Sq, >= 0.
+        seq_len_kv: key length Skv, >= 0.
         causal: None, or the ``CausalVariant`` (ours or torch's) of a causal mask to apply as well.
 
     Raises:
         SdpaTypeError: ``slopes`` is not a float32 tensor, or ``causal`` not a causal variant.
-        SdpaValueError: ``slopes`` is not 1-D or 2-D, or a length is not a positive int.
+        SdpaValueError: ``slopes`` is not 1-D or 2-D, or a length is not a non-negative int.
     """
 
     def __init__(self, slopes: torch.Tensor, seq_len_q: int, seq_len_kv: int, causal: CausalVariant | None = None):
@@ -268,8 +280,8 @@ class AlibiBias(_BuiltinBias):
             raise SdpaValueError(f"AlibiBias: slopes must have shape (H,) or (B, H); got {tuple(slopes.shape)}")
         causal = None if causal is None else as_causal_variant(causal)
         self.slopes = slopes
-        self.seq_len_q = _check_positive_int("AlibiBias: seq_len_q", seq_len_q)
-        self.seq_len_kv = _check_positive_int("AlibiBias: seq_len_kv", seq_len_kv)
+        self.seq_len_q = _check_length("AlibiBias: seq_len_q", seq_len_q)
+        self.seq_len_kv = _check_length("AlibiBias: seq_len_kv", seq_len_kv)
         self.causal = causal
 
     def __repr__(self) -> str:

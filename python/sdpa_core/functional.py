@@ -104,6 +104,9 @@ def resolve_mask(attn_mask, is_causal: bool, device) -> AttnBias | None:
         return attn_mask
     if isinstance(attn_mask, torch.Tensor):
         _warn_tensor_mask()
+        if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+            raise SdpaTypeError(f"attn_mask must be a bool or floating point tensor, as in PyTorch; got dtype "
+                                f"{attn_mask.dtype}")
         if is_causal:
             raise SdpaValueError("attn_mask (a Tensor) and is_causal=True cannot both be set, as in PyTorch; "
                                  "use TensorBias(mask) with is_causal=True to combine them")

@@ -166,7 +166,7 @@ def test_bad_input_names_the_argument(call, pattern):
 @pytest.mark.parametrize("make,pattern", [
     (lambda: AlibiBias(torch.ones(4, dtype=torch.float64), 3, 3), "float32"),
     (lambda: AlibiBias(torch.ones(1, 2, 4), 3, 3), r"\(H,\) or \(B, H\)"),
-    (lambda: CausalBias(CausalVariant.UPPER_LEFT, 0, 3), "seq_len_q"),
+    (lambda: CausalBias(CausalVariant.UPPER_LEFT, -1, 3), "seq_len_q"),
     (lambda: CausalBias("upper", 3, 3), "CausalVariant"),
     (lambda: TensorBias(torch.ones(3, 3, dtype=torch.int32)), "bool or floating"),
     (lambda: TensorBias([[0.0]]), "torch.Tensor"),

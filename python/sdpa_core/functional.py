@@ -49,7 +49,7 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     Raises:
         SdpaValueError / SdpaTypeError (both also RuntimeError, as torch raises): an argument of the wrong
             shape, dtype or value; the message names it. ``is_causal=True`` together with a bias that is
-            already causal, or with a plain Tensor mask (as in torch), is an SdpaValueError.
+            already causal is an SdpaValueError; with a Tensor mask or TensorBias both apply, as in torch.
 
     Where no sdpa_core kernel covers the call (CPU, float32/float64, dropout, inputs that require grad,
     other head dims), PyTorch computes it from the cheapest equivalent request; ``explain()`` tells
@@ -107,10 +107,7 @@ def resolve_mask(attn_mask, is_causal: bool, device) -> AttnBias | None:
         if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
             raise SdpaTypeError(f"attn_mask must be a bool or floating point tensor, as in PyTorch; got dtype "
                                 f"{attn_mask.dtype}")
-        if is_causal:
-            raise SdpaValueError("attn_mask (a Tensor) and is_causal=True cannot both be set, as in PyTorch; "
-                                 "use TensorBias(mask) with is_causal=True to combine them")
-        return TensorBias(attn_mask)
+        return TensorBias(attn_mask)  # with is_causal, torch (2.13) applies both; so does TensorBias
     raise SdpaTypeError(f"attn_mask must be None, a torch.Tensor or an AttnBias; got {type(attn_mask).__name__}")
 
 

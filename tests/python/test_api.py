@@ -28,10 +28,14 @@ def test_tensor_bias_does_not_warn():
         sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=TensorBias(torch.randn(5, 7)))
 
 
-def test_tensor_mask_with_is_causal_raises_like_pytorch():
-    q, k, v = qkv(1, 1, 1, 4, 4, 8)
-    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="is_causal"):
-        sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(4, 4, dtype=torch.bool), is_causal=True)
+def test_tensor_mask_with_is_causal_applies_both_like_pytorch():
+    q, k, v = qkv(1, 1, 1, 5, 7, 8)
+    mask = torch.rand(5, 7) > 0.3
+    with pytest.warns(FutureWarning):
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True)
+    assert_close(out, attention_fp64(q, k, v, dense=mask, causal="upper_left"), torch.float32)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=True)
+    torch.testing.assert_close(out, expected.nan_to_num(0.0), atol=1e-5, rtol=1e-5)
 
 
 class ShiftedBias(AttnBias):

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Installs sdpa_core and runs the short demo: which path each bias takes, checked against PyTorch.
-# Without a visible GPU the package is built without CUDA kernels (everything runs through PyTorch).
+# Installs sdpa_core and runs the short demo: which path each bias takes, checked against a float64
+# reference. Python: see scripts/_python_env.sh (the repo's .venv unless PYTHON or VIRTUAL_ENV says).
+# The build decides about CUDA kernels itself (SDPA_ENABLE_CUDA=AUTO): kernels for this machine's GPUs,
+# none without a visible GPU (everything then runs through PyTorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/_python_env.sh
 SDPA_SKIP_APT=1 bash scripts/install_deps.sh
-FLAGS=()
-if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
-  FLAGS=(-C cmake.define.SDPA_ENABLE_CUDA=OFF)
-fi
-"$PY" -m pip install -q --no-build-isolation --no-deps . "${FLAGS[@]}"
+echo "== building and installing sdpa_core into $PY"
+# -v: pip hides the build's output otherwise, and with kernels it runs for many minutes; a CPU-only
+# build just prints CMake's lines.
+"$PY" -m pip install -v --no-build-isolation --no-deps . "$@"
 "$PY" examples/demo.py

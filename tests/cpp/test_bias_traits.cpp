@@ -1,6 +1,5 @@
-// The bias traits against the spec, on the host. Element semantics are compared with the formulas written
-// out here; tile ranges are checked against a brute-force look at every element of every tile, so the
-// tests hold whatever closed form the traits use.
+// The bias traits' element semantics against the spec, on the host: masked(), value(), score(), the split
+// form and staging are compared with the formulas written out here. Tile ranges: test_tile_ranges.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,8 +17,8 @@ namespace {
 
 using sdpa::BiasDesc;
 using sdpa::BiasKind;
+using sdpa::BlockCoord;
 using sdpa::CausalVariant;
-using sdpa::TileRange;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -38,6 +37,30 @@ double spec_alibi(double slope, int i, int j, int seqlen_q, int seqlen_kv) {
 // A scaled score that varies with (i, j) and is never a round number, so additions are really checked.
 float some_score(int i, int j) { return std::sin(0.37f * i + 1.13f * j) * 4.0f + 0.01f; }
 
+// The coordinate of a block of query head h alone (group 1), as today's kernels build it.
+BlockCoord one_head(int b, int h, int seqlen_q, int seqlen_kv) { return {b, h, h, 1, seqlen_q, seqlen_kv}; }
+
+// ---- the trait list ----------------------------------------------------------------------------------
+
+// Every entry of sdpa/bias_traits.def names a trait of that kind and causal variant, and bias_trait_name()
+// maps the (kind, causal) pair back to the entry's name.
+TEST(BiasTraitList, EntriesMatchTheirTraits) {
+  int entries = 0;
+#define SDPA_BIAS_TRAIT(Name, Kind, Causal)                                       \
+  {                                                                               \
+    ++entries;                                                                    \
+    EXPECT_EQ(sdpa::Name::kKind, BiasKind::Kind) << #Name;                        \
+    EXPECT_EQ(sdpa::Name::kCausal, CausalVariant::Causal) << #Name;               \
+    BiasDesc desc;                                                                \
+    desc.kind = BiasKind::Kind;                                                   \
+    desc.causal = CausalVariant::Causal;                                          \
+    EXPECT_EQ(sdpa::bias_trait_name(desc), #Name);                                \
+  }
+#include "sdpa/bias_traits.def"
+#undef SDPA_BIAS_TRAIT
+  EXPECT_EQ(entries, 9) << "every (kind, causal) pair has exactly one trait";
+}
+
 // ---- element semantics -----------------------------------------------------------------------------
 
 const std::vector<std::pair<int, int>> kElementSizes = {
@@ -49,7 +72,7 @@ const std::vector<std::pair<int, int>> kElementSizes = {
 template <class Trait, class ExpectedValue>
 void check_elements(const typename Trait::Params& params, CausalVariant causal, int b, int h, int seqlen_q,
                     int seqlen_kv, ExpectedValue expected_value) {
-  const Trait trait(params, b, h, seqlen_q, seqlen_kv);
+  const Trait trait(params, one_head(b, h, seqlen_q, seqlen_kv), h);
   int failures = 0;
   for (int i = 0; i < seqlen_q && failures < 5; ++i) {
     for (int j = 0; j < seqlen_kv && failures < 5; ++j) {
@@ -156,7 +179,7 @@ void check_alibi_split(CausalVariant causal) {
     if (!Trait::split_holds(sq, skv) || static_cast<int64_t>(sq) * skv > 1000 * 113) continue;
     ++checked_problems;
     for (int h = 0; h < 2; ++h) {
-      const Trait trait(Trait::make_params(desc), 0, h, sq, skv);
+      const Trait trait(Trait::make_params(desc), one_head(0, h, sq, skv), h);
       for (int row0 : {0, 64, sq - 1}) {
         for (int i = 0; i < sq; ++i) {
           for (int j = 0; j < skv; ++j) {
@@ -288,151 +311,45 @@ TEST(BiasTraitElements, DenseBiasCausalLowerRight) {
   check_dense<sdpa::DenseBiasCausalLowerRight>(CausalVariant::kLowerRight);
 }
 
-// ---- tile ranges -----------------------------------------------------------------------------------
+// ---- packed rows: the head is read per row ---------------------------------------------------------
 
-// What a brute-force scan of one tile finds: some element visible, every element visible.
-struct TileScan {
-  bool any = false;
-  bool all = true;
-};
-
-// Forward: query block m_block (rows past seqlen_q ignored) against key tile n. "all" needs every key of
-// the tile to exist and be kept for every in-sequence row.
-TileScan scan_kv_tile(CausalVariant causal, int m_block, int n, int block_m, int block_n, int sq, int skv) {
-  TileScan scan;
-  for (int i = m_block * block_m; i < (m_block + 1) * block_m && i < sq; ++i) {
-    for (int j = n * block_n; j < (n + 1) * block_n; ++j) {
-      const bool visible = j < skv && spec_kept(causal, i, j, sq, skv);
-      scan.any = scan.any || visible;
-      scan.all = scan.all && visible;
-      if (scan.any && !scan.all) return scan;
-    }
-  }
-  return scan;
-}
-
-// Backward: key block n_block (columns past seqlen_kv ignored) against query tile m. "all" needs every
-// query of the tile to exist and keep every in-sequence column.
-TileScan scan_q_tile(CausalVariant causal, int n_block, int m, int block_m, int block_n, int sq, int skv) {
-  TileScan scan;
-  for (int j = n_block * block_n; j < (n_block + 1) * block_n && j < skv; ++j) {
-    for (int i = m * block_m; i < (m + 1) * block_m; ++i) {
-      const bool visible = i < sq && spec_kept(causal, i, j, sq, skv);
-      scan.any = scan.any || visible;
-      scan.all = scan.all && visible;
-      if (scan.any && !scan.all) return scan;
-    }
-  }
-  return scan;
-}
-
-std::string describe(const char* what, CausalVariant causal, int block, int sq, int skv, int block_m, int block_n,
-                     const TileRange& r) {
-  return std::string(what) + " causal=" + sdpa::causal_variant_name(causal) + " block=" + std::to_string(block) +
-         " Sq=" + std::to_string(sq) + " Skv=" + std::to_string(skv) + " block_m=" + std::to_string(block_m) +
-         " block_n=" + std::to_string(block_n) + " -> [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
-         ") unmasked [" + std::to_string(r.unmasked_begin) + ", " + std::to_string(r.unmasked_end) + ")";
-}
-
-// The properties every range must have, given a scan of each of its num_tiles tiles.
-template <class Scan>
-void check_range(const TileRange& r, int num_tiles, Scan scan, const std::string& where, int& failures) {
-  auto fail = [&](const std::string& why) {
-    if (++failures <= 10) ADD_FAILURE() << where << ": " << why;
-  };
-  if (!(0 <= r.begin && r.begin <= r.end && r.end <= num_tiles)) return fail("range outside [0, num_tiles]");
-  if (!(r.begin <= r.unmasked_begin && r.unmasked_begin <= r.unmasked_end && r.unmasked_end <= r.end)) {
-    return fail("unmasked range not inside [begin, end)");
-  }
-  for (int t = 0; t < num_tiles; ++t) {
-    const TileScan s = scan(t);
-    const bool visited = r.begin <= t && t < r.end;
-    if (!visited && s.any) fail("tile " + std::to_string(t) + " is skipped but has a visible element");
-    if (visited && !r.needs_mask(t) && !s.all) fail("tile " + std::to_string(t) + " is unmasked but not fully visible");
-    if (visited && r.needs_mask(t) && s.all) fail("tile " + std::to_string(t) + " is fully visible but masked (slow path)");
-    if (visited && r.needs_mask(t) == (r.unmasked_begin <= t && t < r.unmasked_end)) {
-      fail("needs_mask(" + std::to_string(t) + ") disagrees with [unmasked_begin, unmasked_end)");
-    }
-  }
-  if (!r.empty() && !scan(r.begin).any) fail("first visited tile has no visible element");
-  if (!r.empty() && !scan(r.end - 1).any) fail("last visited tile has no visible element");
-}
-
-const std::vector<int> kTileSizes = {1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 100, 113, 127, 129, 255, 257, 1000};
-const std::vector<int> kBlocks = {16, 32, 64, 128};
-
-template <class Trait>
-void check_tile_ranges(CausalVariant causal) {
-  int failures = 0;
-  for (int sq : kTileSizes) {
-    for (int skv : kTileSizes) {
-      for (int block_m : kBlocks) {
-        for (int block_n : kBlocks) {
-          const int num_q = (sq + block_m - 1) / block_m, num_kv = (skv + block_n - 1) / block_n;
-          for (int m = 0; m < num_q; ++m) {
-            const TileRange r = Trait::kv_tiles(m, block_m, block_n, sq, skv);
-            check_range(r, num_kv, [&](int n) { return scan_kv_tile(causal, m, n, block_m, block_n, sq, skv); },
-                        describe("kv_tiles", causal, m, sq, skv, block_m, block_n, r), failures);
-          }
-          for (int n = 0; n < num_kv; ++n) {
-            const TileRange r = Trait::q_tiles(n, block_m, block_n, sq, skv);
-            check_range(r, num_q, [&](int m) { return scan_q_tile(causal, n, m, block_m, block_n, sq, skv); },
-                        describe("q_tiles", causal, n, sq, skv, block_m, block_n, r), failures);
-          }
-          if (failures > 10) return;
-        }
-      }
-    }
-  }
-}
-
-TEST(BiasTraitTiles, NoBias) { check_tile_ranges<sdpa::NoBias>(CausalVariant::kNone); }
-TEST(BiasTraitTiles, CausalUpperLeft) { check_tile_ranges<sdpa::CausalUpperLeft>(CausalVariant::kUpperLeft); }
-TEST(BiasTraitTiles, CausalLowerRight) { check_tile_ranges<sdpa::CausalLowerRight>(CausalVariant::kLowerRight); }
-
-bool same_range(const TileRange& a, const TileRange& b) {
-  return a.begin == b.begin && a.end == b.end && a.unmasked_begin == b.unmasked_begin &&
-         a.unmasked_end == b.unmasked_end;
-}
-
-// The additive part never removes a whole tile (a dense mask is applied element-wise), so a trait's
-// ranges are exactly those of its causal mask; the checks above then cover every trait.
-template <class Trait, class MaskOnly>
-void check_same_ranges() {
-  for (int sq : {1, 17, 113, 1000}) {
-    for (int skv : {1, 17, 113, 1000}) {
-      for (int block_m : kBlocks) {
-        for (int block_n : kBlocks) {
-          for (int m = 0; m * block_m < sq; ++m) {
-            ASSERT_TRUE(same_range(Trait::kv_tiles(m, block_m, block_n, sq, skv),
-                                   MaskOnly::kv_tiles(m, block_m, block_n, sq, skv)));
-          }
-          for (int n = 0; n * block_n < skv; ++n) {
-            ASSERT_TRUE(same_range(Trait::q_tiles(n, block_m, block_n, sq, skv),
-                                   MaskOnly::q_tiles(n, block_m, block_n, sq, skv)));
+// In a packed block the trait is built per row, from the row's query head: ALiBi then reads that head's
+// slope and a dense bias that head's slice. Every packed row must see the spec's value for its
+// (head, position).
+TEST(BiasTraitPacked, AlibiAndDenseReadTheRowsHead) {
+  const int batch = 2, heads_kv = 2, sq = 17, skv = 33;
+  std::mt19937 rng(7);
+  for (int group : {1, 2, 3}) {
+    const int heads_q = heads_kv * group;
+    std::vector<float> slopes(batch * heads_q);
+    for (size_t x = 0; x < slopes.size(); ++x) slopes[x] = 0.03f * (x + 1);
+    BiasDesc alibi;
+    alibi.kind = BiasKind::kAlibi;
+    alibi.causal = CausalVariant::kUpperLeft;
+    alibi.alibi = {slopes.data(), heads_q, 1};
+    std::vector<float> dense(static_cast<size_t>(batch) * heads_q * sq * skv);
+    std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+    for (auto& x : dense) x = dist(rng);
+    BiasDesc dense_desc;
+    dense_desc.kind = BiasKind::kDense;
+    dense_desc.dense = {dense.data(), sdpa::DType::kFloat32, int64_t{heads_q} * sq * skv, int64_t{sq} * skv, skv, 1};
+    for (int b = 0; b < batch; ++b) {
+      for (int hk = 0; hk < heads_kv; ++hk) {
+        const BlockCoord coord{b, hk, hk * group, group, sq, skv};
+        for (int r = 0; r < sq * group; ++r) {
+          const int h = coord.head_q(r), i = coord.position(r);
+          ASSERT_EQ(h / group, hk);
+          const sdpa::AlibiCausalUpperLeft a(sdpa::AlibiCausalUpperLeft::make_params(alibi), coord, h);
+          const sdpa::DenseBias d(sdpa::DenseBias::make_params(dense_desc), coord, h);
+          for (int j = 0; j < skv; ++j) {
+            ASSERT_NEAR(a.value<float>(i, j), spec_alibi(slopes[b * heads_q + h], i, j, sq, skv), 1e-5)
+                << "group=" << group << " r=" << r;
+            const size_t index = ((static_cast<size_t>(b) * heads_q + h) * sq + i) * skv + j;
+            ASSERT_EQ(d.value<float>(i, j), dense[index]) << "group=" << group << " r=" << r;
           }
         }
       }
     }
-  }
-}
-
-TEST(BiasTraitTiles, AdditivePartsKeepTheMaskRanges) {
-  check_same_ranges<sdpa::Alibi, sdpa::NoBias>();
-  check_same_ranges<sdpa::DenseBias, sdpa::NoBias>();
-  check_same_ranges<sdpa::AlibiCausalUpperLeft, sdpa::CausalUpperLeft>();
-  check_same_ranges<sdpa::DenseBiasCausalUpperLeft, sdpa::CausalUpperLeft>();
-  check_same_ranges<sdpa::AlibiCausalLowerRight, sdpa::CausalLowerRight>();
-  check_same_ranges<sdpa::DenseBiasCausalLowerRight, sdpa::CausalLowerRight>();
-}
-
-// Lower-right with Sq > Skv: the top Sq - Skv rows see no key, and a block made only of them visits nothing.
-TEST(BiasTraitTiles, LowerRightSkipsBlocksOfEmptyRows) {
-  const int sq = 1000, skv = 113, block_m = 64, block_n = 64;
-  for (int m = 0; m * block_m < sq; ++m) {
-    const int last_row = std::min(sq, (m + 1) * block_m) - 1;
-    const bool any_row_sees_a_key = last_row + (skv - sq) >= 0;
-    EXPECT_EQ(!sdpa::CausalLowerRight::kv_tiles(m, block_m, block_n, sq, skv).empty(), any_row_sees_a_key) << m;
   }
 }
 

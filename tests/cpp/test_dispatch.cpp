@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "device_info.hpp"
+#include "kernel_registry.hpp"
 #include "sdpa/sdpa.hpp"
 
 namespace {
@@ -110,6 +111,15 @@ TEST(Dispatch, BuildWithoutCudaSaysSo) {
   }
 }
 
+// libsdpa allocates nothing: the caller asks how much workspace the chosen kernel needs (none today).
+TEST(Dispatch, WorkspaceSizeIsZeroAndForwardTakesNone) {
+  for (const BiasDesc& bias : all_biases(DType::kBFloat16)) {
+    EXPECT_EQ(sdpa::forward_workspace_size(aligned_problem(), bias), 0u) << sdpa::bias_trait_name(bias);
+  }
+  if (sdpa::built_with_cuda()) return;  // the overload's refusals below are the no-CUDA build's
+  EXPECT_EQ(sdpa::forward(aligned_problem(), {}, nullptr, 0).code, StatusCode::kNotCompiled);
+}
+
 TEST(Dispatch, Float32HasNoFusedKernel) {
   if (!sdpa::built_with_cuda()) GTEST_SKIP() << "built without CUDA: every problem is not_compiled";
   const sdpa::KernelChoice choice = sdpa::select_forward(aligned_problem(DType::kFloat32), {});
@@ -187,6 +197,86 @@ TEST(Dispatch, EveryCompiledKernelIsSelected) {
   }
   EXPECT_EQ(checked, static_cast<int>(sdpa::compiled_kernels().size()))
       << "some compiled kernel has a head dim outside the list this test walks";
+}
+
+// ---- the choice among archs, on a fake registry (no kernel runs) ---------------------------------------
+
+sdpa::Status accept(const sdpa::AttentionProblem&, const BiasDesc&) { return sdpa::Status::success(); }
+sdpa::Status refuse_layout(const sdpa::AttentionProblem&, const BiasDesc&) {
+  return sdpa::Status::error(StatusCode::kUnsupported, "q rows are not laid out for TMA");
+}
+std::size_t no_workspace(const sdpa::AttentionProblem&, const BiasDesc&) { return 0; }
+sdpa::Status never_run(const sdpa::AttentionProblem&, const BiasDesc&, void*, std::size_t) {
+  return sdpa::Status::error(StatusCode::kCudaError, "a fake kernel never runs");
+}
+
+sdpa::KernelEntry fake_entry(int arch, const char* family, sdpa::CanImplementFn can_implement, int head_dim = 64) {
+  sdpa::KernelKey key;
+  key.arch = arch;
+  key.bias = sdpa::BiasId::kAlibiCausalUpperLeft;
+  key.dtype = DType::kBFloat16;
+  key.head_dim = head_dim;
+  return {key, family, can_implement, &no_workspace, &never_run};
+}
+
+sdpa::KernelKey wanted_key() { return fake_entry(0, "", &accept).key; }
+
+// sm80 is listed first on purpose: the choice must follow arch preference, not the table's order.
+TEST(DispatchRegistry, Sm90RefusedByCapabilityFallsThroughToSm80) {
+  const std::vector<sdpa::KernelEntry> registry = {fake_entry(80, "fwd_sm80", &accept),
+                                                   fake_entry(90, "fwd_sm90", &accept)};
+  const sdpa::AttentionProblem p = aligned_problem();
+  sdpa::Selection a100 = sdpa::select_kernel(registry, wanted_key(), 80, p, {});
+  ASSERT_TRUE(a100.status.ok()) << a100.status.message;
+  ASSERT_NE(a100.kernel, nullptr);
+  EXPECT_EQ(sdpa::kernel_name(*a100.kernel), "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd64>");
+  ASSERT_EQ(a100.refusals.size(), 1u);
+  EXPECT_EQ(a100.refusals[0], "fwd_sm90<AlibiCausalUpperLeft, bfloat16, hd64> needs compute capability 90, the device has 80");
+
+  sdpa::Selection h100 = sdpa::select_kernel(registry, wanted_key(), 90, p, {});
+  ASSERT_TRUE(h100.status.ok());
+  EXPECT_EQ(h100.kernel->key.arch, 90);
+  EXPECT_TRUE(h100.refusals.empty());
+}
+
+TEST(DispatchRegistry, Sm90RefusedByCanImplementFallsThroughToSm80) {
+  const std::vector<sdpa::KernelEntry> registry = {fake_entry(90, "fwd_sm90", &refuse_layout),
+                                                   fake_entry(80, "fwd_sm80", &accept)};
+  sdpa::Selection s = sdpa::select_kernel(registry, wanted_key(), 90, aligned_problem(), {});
+  ASSERT_TRUE(s.status.ok());
+  EXPECT_EQ(s.kernel->key.arch, 80);
+  ASSERT_EQ(s.refusals.size(), 1u);
+  EXPECT_EQ(s.refusals[0], "q rows are not laid out for TMA");
+}
+
+// When every arch holding the key refuses, the status is unsupported and names each kernel's reason.
+TEST(DispatchRegistry, EveryRefusalIsReported) {
+  const std::vector<sdpa::KernelEntry> registry = {fake_entry(90, "fwd_sm90", &refuse_layout),
+                                                   fake_entry(80, "fwd_sm80", &refuse_layout)};
+  sdpa::Selection s = sdpa::select_kernel(registry, wanted_key(), 75, aligned_problem(), {});
+  EXPECT_EQ(s.status.code, StatusCode::kUnsupported);
+  EXPECT_EQ(s.kernel, nullptr);
+  EXPECT_EQ(s.refusals.size(), 2u);
+  EXPECT_TRUE(contains(s.status.message, "fwd_sm90<AlibiCausalUpperLeft, bfloat16, hd64> needs compute capability 90"))
+      << s.status.message;
+  EXPECT_TRUE(contains(s.status.message, "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd64> needs compute capability 80"))
+      << s.status.message;
+
+  s = sdpa::select_kernel(registry, wanted_key(), 90, aligned_problem(), {});
+  EXPECT_EQ(s.status.code, StatusCode::kUnsupported);
+  EXPECT_EQ(s.status.message,
+            "fwd_sm90<AlibiCausalUpperLeft, bfloat16, hd64>: q rows are not laid out for TMA; "
+            "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd64>: q rows are not laid out for TMA");
+}
+
+// A key no arch holds is not compiled, whatever the device.
+TEST(DispatchRegistry, MissingKeyIsNotCompiled) {
+  const std::vector<sdpa::KernelEntry> registry = {fake_entry(90, "fwd_sm90", &accept, 128),
+                                                   fake_entry(80, "fwd_sm80", &accept, 128)};
+  const sdpa::Selection s = sdpa::select_kernel(registry, wanted_key(), 90, aligned_problem(), {});
+  EXPECT_EQ(s.status.code, StatusCode::kNotCompiled);
+  EXPECT_TRUE(contains(s.status.message, "AlibiCausalUpperLeft, bfloat16, head_dim 64")) << s.status.message;
+  EXPECT_TRUE(s.refusals.empty());
 }
 
 }  // namespace

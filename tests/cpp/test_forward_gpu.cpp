@@ -73,16 +73,11 @@ struct TraitSpec {
   CausalVariant causal;
 };
 
+// One case per entry of the trait list (sdpa/bias_traits.def), so a new trait is tested where it is compiled.
 const TraitSpec kTraits[] = {
-    {"NoBias", BiasKind::kNone, CausalVariant::kNone},
-    {"CausalUpperLeft", BiasKind::kNone, CausalVariant::kUpperLeft},
-    {"CausalLowerRight", BiasKind::kNone, CausalVariant::kLowerRight},
-    {"Alibi", BiasKind::kAlibi, CausalVariant::kNone},
-    {"AlibiCausalUpperLeft", BiasKind::kAlibi, CausalVariant::kUpperLeft},
-    {"AlibiCausalLowerRight", BiasKind::kAlibi, CausalVariant::kLowerRight},
-    {"DenseBias", BiasKind::kDense, CausalVariant::kNone},
-    {"DenseBiasCausalUpperLeft", BiasKind::kDense, CausalVariant::kUpperLeft},
-    {"DenseBiasCausalLowerRight", BiasKind::kDense, CausalVariant::kLowerRight},
+#define SDPA_BIAS_TRAIT(Name, Kind, Causal) {#Name, BiasKind::Kind, CausalVariant::Causal},
+#include "sdpa/bias_traits.def"
+#undef SDPA_BIAS_TRAIT
 };
 
 struct Shape {

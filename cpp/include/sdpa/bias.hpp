@@ -68,18 +68,15 @@ inline const char* causal_variant_name(CausalVariant causal) {
   return "unknown";
 }
 
-// The trait name a bias maps onto, as used in kernel names, explain() and file names:
-// NoBias, CausalUpperLeft, CausalLowerRight, Alibi, AlibiCausalUpperLeft, ..., DenseBiasCausalUpperLeft.
-inline std::string bias_trait_name(const BiasDesc& bias) {
-  std::string causal = bias.causal == CausalVariant::kUpperLeft    ? "CausalUpperLeft"
-                       : bias.causal == CausalVariant::kLowerRight ? "CausalLowerRight"
-                                                                   : "";
-  switch (bias.kind) {
-    case BiasKind::kNone: return causal.empty() ? "NoBias" : causal;
-    case BiasKind::kAlibi: return "Alibi" + causal;
-    case BiasKind::kDense: return "DenseBias" + causal;
-  }
+// The trait name a bias maps onto, as used in kernel names, explain() and file names: NoBias,
+// CausalUpperLeft, ..., DenseBiasCausalLowerRight (the list is sdpa/bias_traits.def).
+inline const char* bias_trait_c_name(const BiasDesc& bias) {
+#define SDPA_BIAS_TRAIT(Name, Kind, Causal) \
+  if (bias.kind == BiasKind::Kind && bias.causal == CausalVariant::Causal) return #Name;
+#include "sdpa/bias_traits.def"
+#undef SDPA_BIAS_TRAIT
   return "Unknown";
 }
+inline std::string bias_trait_name(const BiasDesc& bias) { return bias_trait_c_name(bias); }
 
 }  // namespace sdpa

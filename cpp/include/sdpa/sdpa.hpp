@@ -9,6 +9,7 @@
 // kUnsupported with the reason, and select_forward() gives the same answer without launching.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -33,12 +34,18 @@ KernelChoice select_forward(const AttentionProblem& problem, const BiasDesc& bia
 // problem.lse is set, the per-row log-sum-exp (-inf for rows where every key is masked; their output is 0).
 Status forward(const AttentionProblem& problem, const BiasDesc& bias);
 
+// Device memory the kernel forward() would run needs beside the problem's tensors, in bytes (0 when none
+// would run). libsdpa never allocates: a caller that gets a nonzero size passes a buffer of at least
+// that many bytes to the overload below, which refuses a smaller one. Every kernel today needs 0.
+std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias);
+Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes);
+
 // The slow, obviously-correct oracle on host memory: q, k, v, o and a dense bias are fp32 (a mask is
 // DType::kBool), the arithmetic is fp64, and the bias formulas are evaluated directly, not through the
 // kernels' bias traits. problem.dtype must be kFloat32.
 Status reference_forward(const AttentionProblem& problem, const BiasDesc& bias);
 
-// Names of the fused kernels compiled into this build, one per (bias trait, dtype, head dim).
+// Names of the fused kernels compiled into this build, one per (arch, bias trait, dtype, head dim).
 std::vector<std::string> compiled_kernels();
 
 // Whether this build holds CUDA kernels at all.

@@ -8,13 +8,14 @@
 //   -2s -1s  0  -1s
 //   -3s -2s -1s  0
 //
-// Nothing is read per element: a kernel needs the slope (one load per block) and integer positions.
+// Nothing is read per element: a kernel needs the slope of the row's query head (one load per head) and
+// integer positions.
 #pragma once
 
 #include <cstdint>
 
 #include "sdpa/bias.hpp"
-#include "tile_range.cuh"
+#include "common/block_coord.hpp"
 
 namespace sdpa {
 
@@ -36,9 +37,10 @@ struct AlibiSlopes {
   int offset = 0;  // Skv - Sq
 
   AlibiSlopes() = default;
-  SDPA_HOST_DEVICE AlibiSlopes(const Params& params, int batch, int head, int seqlen_q, int seqlen_kv)
-      : slope(params.slopes[batch * params.stride_batch + head * params.stride_head]),
-        offset(seqlen_kv - seqlen_q) {}
+  // The view for rows of query head head_q in the block at `coord`.
+  SDPA_HOST_DEVICE AlibiSlopes(const Params& params, const BlockCoord& coord, int head_q)
+      : slope(params.slopes[coord.batch * params.stride_batch + head_q * params.stride_head]),
+        offset(coord.seqlen_kv - coord.seqlen_q) {}
 
   template <class Element>
   SDPA_HOST_DEVICE float value(int i, int j) const {

@@ -2,12 +2,14 @@
 //
 // Everything a kernel needs to know about a bias is here, and nowhere else:
 //   Params                      what the host passes in (built from sdpa::BiasDesc by make_params)
-//   BiasTrait(params, b, h, ..) the per-(batch, head) view a thread block builds once
+//   BiasTrait(params, coord, h) the view for the rows of query head h in the block at `coord` (a
+//                               BlockCoord); a block of one head builds one, a packed block one per row
 //   score<Element>(s, i, j)     the biased score of element (i, j) given the scaled score s; -inf if masked
-//   kv_tiles / q_tiles          which tiles a block visits, and which of them need element masking
+//   kv_tiles / q_tiles          which tiles a span of positions visits, and which need element masking
 //   split_holds / row_part / column_part   a cheaper equivalent of value() that kernels may use (below)
 //   stage_tile / staged_value              a tile of the bias copied to shared memory (dense biases)
-// Kernels call only these, so a new bias is one new additive part or causal variant, not a kernel edit.
+// Kernels call only these (through ScoreMod, common/score_mod.cuh), so a new bias is one new additive
+// part or causal variant, not a kernel edit.
 #pragma once
 
 #include "alibi.cuh"
@@ -34,8 +36,8 @@ struct BiasTrait {
   Mask mask;
 
   BiasTrait() = default;
-  SDPA_HOST_DEVICE BiasTrait(const Params& params, int batch, int head, int seqlen_q, int seqlen_kv)
-      : additive(params, batch, head, seqlen_q, seqlen_kv), mask(seqlen_q, seqlen_kv) {}
+  SDPA_HOST_DEVICE BiasTrait(const Params& params, const BlockCoord& coord, int head_q)
+      : additive(params, coord, head_q), mask(coord.seqlen_q, coord.seqlen_kv) {}
 
   SDPA_HOST_DEVICE bool masked(int i, int j) const { return mask.masked(i, j); }
 
@@ -85,29 +87,46 @@ struct BiasTrait {
     return additive.template staged_value<Element, kCols>(smem, r, c);
   }
 
+  // Tile ranges depend on the positions a tile covers only (PositionSpan: a block, a decode tile, the
+  // positions of a packed GQA block); the additive part never removes a whole tile.
+  static SDPA_HOST_DEVICE TileRange kv_tiles(PositionSpan rows, int block_n, int seqlen_q, int seqlen_kv) {
+    return Mask::kv_tiles(rows, block_n, seqlen_q, seqlen_kv);
+  }
+  static SDPA_HOST_DEVICE TileRange q_tiles(PositionSpan cols, int block_m, int seqlen_q, int seqlen_kv) {
+    return Mask::q_tiles(cols, block_m, seqlen_q, seqlen_kv);
+  }
+  // The same for query block m_block of block_m rows (key block n_block of block_n columns).
   static SDPA_HOST_DEVICE TileRange kv_tiles(int m_block, int block_m, int block_n, int seqlen_q,
                                              int seqlen_kv) {
-    return Mask::kv_tiles(m_block, block_m, block_n, seqlen_q, seqlen_kv);
+    return kv_tiles(PositionSpan::of_block(m_block, block_m, seqlen_q), block_n, seqlen_q, seqlen_kv);
   }
   static SDPA_HOST_DEVICE TileRange q_tiles(int n_block, int block_m, int block_n, int seqlen_q,
                                             int seqlen_kv) {
-    return Mask::q_tiles(n_block, block_m, block_n, seqlen_q, seqlen_kv);
+    return q_tiles(PositionSpan::of_block(n_block, block_n, seqlen_kv), block_m, seqlen_q, seqlen_kv);
   }
 };
 
-// How a kernel evaluates the bias in one launch, chosen on the host per problem: value() per score, the
-// split form (row_part / column_part), or values read from a tile staged in shared memory.
-enum class BiasForm : int { kElementwise, kSplit, kStaged };
+// The additive part of each BiasKind.
+template <BiasKind kKind>
+struct AdditiveFor;
+template <>
+struct AdditiveFor<BiasKind::kNone> {
+  using type = NoAdditive;
+};
+template <>
+struct AdditiveFor<BiasKind::kAlibi> {
+  using type = AlibiSlopes;
+};
+template <>
+struct AdditiveFor<BiasKind::kDense> {
+  using type = DenseValues;
+};
 
-// The names used everywhere: C++ kernels, the Python bindings, explain() and generated file names.
-using NoBias = BiasTrait<NoAdditive, CausalVariant::kNone>;
-using CausalUpperLeft = BiasTrait<NoAdditive, CausalVariant::kUpperLeft>;
-using CausalLowerRight = BiasTrait<NoAdditive, CausalVariant::kLowerRight>;
-using Alibi = BiasTrait<AlibiSlopes, CausalVariant::kNone>;
-using AlibiCausalUpperLeft = BiasTrait<AlibiSlopes, CausalVariant::kUpperLeft>;
-using AlibiCausalLowerRight = BiasTrait<AlibiSlopes, CausalVariant::kLowerRight>;
-using DenseBias = BiasTrait<DenseValues, CausalVariant::kNone>;
-using DenseBiasCausalUpperLeft = BiasTrait<DenseValues, CausalVariant::kUpperLeft>;
-using DenseBiasCausalLowerRight = BiasTrait<DenseValues, CausalVariant::kLowerRight>;
+// The names used everywhere (C++ kernels, the Python bindings, explain(), generated file names), one per
+// entry of sdpa/bias_traits.def: NoBias, CausalUpperLeft, ..., DenseBiasCausalLowerRight.
+#define SDPA_BIAS_TRAIT(Name, Kind, Causal) \
+  using Name = BiasTrait<typename AdditiveFor<BiasKind::Kind>::type, CausalVariant::Causal>;
+#include "sdpa/bias_traits.def"
+#undef SDPA_BIAS_TRAIT
 
 }  // namespace sdpa

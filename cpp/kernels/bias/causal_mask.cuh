@@ -13,7 +13,7 @@
 #pragma once
 
 #include "sdpa/bias.hpp"
-#include "tile_range.cuh"
+#include "common/tile_range.hpp"
 
 namespace sdpa {
 
@@ -35,14 +35,13 @@ struct CausalMask {
 
   SDPA_HOST_DEVICE bool masked(int i, int j) const { return kIsCausal && j > i + offset; }
 
-  // Forward pass: the key tiles query tile m_block visits. A tile needs no masking when, for every query
-  // row of the block inside the sequence, all block_n keys of the tile exist and are kept.
-  static SDPA_HOST_DEVICE TileRange kv_tiles(int m_block, int block_m, int block_n, int seqlen_q,
-                                             int seqlen_kv) {
+  // Forward pass: the key tiles that query positions rows.first..rows.last visit. A tile needs no masking
+  // when, for every one of those rows, all block_n keys of the tile exist and are kept.
+  static SDPA_HOST_DEVICE TileRange kv_tiles(PositionSpan rows, int block_n, int seqlen_q, int seqlen_kv) {
     const int offset = diagonal_offset(seqlen_q, seqlen_kv);
     const int num_kv_tiles = ceil_div(seqlen_kv, block_n);
-    const int row_first = m_block * block_m;
-    const int row_last = (seqlen_q < row_first + block_m ? seqlen_q : row_first + block_m) - 1;
+    const int row_first = rows.first;
+    const int row_last = rows.last;
     TileRange range;
     range.begin = 0;
     range.end = kIsCausal ? clamp_int(floor_div(row_last + offset, block_n) + 1, 0, num_kv_tiles)
@@ -57,14 +56,13 @@ struct CausalMask {
     return range;
   }
 
-  // Backward pass (transposed): the query tiles that visit key tile n_block. A tile needs no masking when,
-  // for every key column of the block inside the sequence, all block_m queries exist and keep it.
-  static SDPA_HOST_DEVICE TileRange q_tiles(int n_block, int block_m, int block_n, int seqlen_q,
-                                            int seqlen_kv) {
+  // Backward pass (transposed): the query tiles that visit key positions cols.first..cols.last. A tile
+  // needs no masking when, for every one of those columns, all block_m queries exist and keep it.
+  static SDPA_HOST_DEVICE TileRange q_tiles(PositionSpan cols, int block_m, int seqlen_q, int seqlen_kv) {
     const int offset = diagonal_offset(seqlen_q, seqlen_kv);
     const int num_q_tiles = ceil_div(seqlen_q, block_m);
-    const int col_first = n_block * block_n;
-    const int col_last = (seqlen_kv < col_first + block_n ? seqlen_kv : col_first + block_n) - 1;
+    const int col_first = cols.first;
+    const int col_last = cols.last;
     TileRange range;
     range.end = num_q_tiles;
     // The first query keeping column col_first is col_first - offset; when that is past the sequence end

@@ -8,7 +8,7 @@
 
 #include "sdpa/bias.hpp"
 #include "sdpa/dtype.hpp"
-#include "tile_range.cuh"
+#include "common/block_coord.hpp"
 
 namespace sdpa {
 
@@ -35,20 +35,21 @@ struct DenseValues {
     return {d.data, d.is_mask(), d.stride_batch, d.stride_head, d.stride_q, d.stride_kv, stageable};
   }
 
-  const char* base = nullptr;  // this (batch, head)'s slice, as bytes so one pointer serves both types
+  const char* base = nullptr;  // the whole tensor, as bytes so one pointer serves both types
   bool is_mask = false;
   int64_t stride_q = 0;
   int64_t stride_kv = 1;
+  int64_t slice_offset = 0;  // of this (batch, query head)'s slice, in elements
 
   DenseValues() = default;
-  // Element-typed offsets are applied in value(), where the element size is known.
-  SDPA_HOST_DEVICE DenseValues(const Params& params, int batch, int head, int /*seqlen_q*/,
-                               int /*seqlen_kv*/)
+  // The view for rows of query head head_q in the block at `coord`. Element-typed offsets are applied in
+  // value(), where the element size is known.
+  SDPA_HOST_DEVICE DenseValues(const Params& params, const BlockCoord& coord, int head_q)
       : base(static_cast<const char*>(params.data)),
         is_mask(params.is_mask),
         stride_q(params.stride_q),
         stride_kv(params.stride_kv),
-        slice_offset(batch * params.stride_batch + head * params.stride_head) {}
+        slice_offset(coord.batch * params.stride_batch + head_q * params.stride_head) {}
 
   template <class Element>
   SDPA_HOST_DEVICE float value(int i, int j) const {
@@ -74,7 +75,8 @@ struct DenseValues {
   }
 
 #if defined(__CUDACC__)
-  // Issues the async copies of the tile at (row0, col0); rows at or past seqlen_q are zero-filled.
+  // Issues the async copies of the tile at (row0, col0); rows at or past seqlen_q are zero-filled. Every
+  // row is read from this view's head, so a tile packing several heads (PackGQA) cannot stage.
   template <class Element, int kRows, int kCols, int kThreads>
   __device__ __forceinline__ void stage_tile(char* smem, int row0, int col0, int seqlen_q, int thread) const {
     if (is_mask) {
@@ -93,7 +95,6 @@ struct DenseValues {
     return static_cast<float>(reinterpret_cast<const Element*>(row)[c]);
   }
 
- private:
   template <int kSize, int kRows, int kCols, int kThreads, int kPitch>
   __device__ __forceinline__ void stage_rows(char* smem, int row0, int col0, int seqlen_q, int thread) const {
     constexpr int kChunksPerRow = kCols * kSize / 16;
@@ -109,12 +110,7 @@ struct DenseValues {
       asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(inside ? 16 : 0));
     }
   }
-
- public:
 #endif
-
- private:
-  int64_t slice_offset = 0;
 };
 
 }  // namespace sdpa

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "sdpa/bias.hpp"
-#include "tile_range.cuh"
+#include "common/block_coord.hpp"
 
 namespace sdpa {
 
@@ -16,8 +16,7 @@ struct NoAdditive {
   static Params make_params(const BiasDesc&) { return {}; }
 
   NoAdditive() = default;
-  SDPA_HOST_DEVICE NoAdditive(const Params&, int /*batch*/, int /*head*/, int /*seqlen_q*/,
-                              int /*seqlen_kv*/) {}
+  SDPA_HOST_DEVICE NoAdditive(const Params&, const BlockCoord&, int /*head_q*/) {}
 
   template <class Element>
   SDPA_HOST_DEVICE float value(int /*i*/, int /*j*/) const {

@@ -1,4 +1,5 @@
-// Compile-time shape of the sm80 forward kernel: tiles, warps, shared-memory layouts, MMA and copy atoms.
+// Compile-time shape of the sm80 forward kernel: shared-memory layouts, MMA and copy atoms for a tile
+// config (sm80/tile_size_sm80.hpp).
 //
 // mma.sync (sm80 tensor cores) with ldmatrix operand loads and cp.async global->shared copies. The same
 // code runs on sm90, where it is the portable fallback to wgmma.
@@ -7,40 +8,9 @@
 #include <cute/tensor.hpp>
 #include <cutlass/numeric_types.h>
 
+#include "sm80/tile_size_sm80.hpp"
+
 namespace sdpa {
-
-// Tile choice per head dim, following what keeps mma.sync busy without spilling: the O accumulator
-// (kBlockM x kHeadDim fp32 spread over the warps) dominates registers, so larger head dims take a
-// narrower key tile (hd128) or more warps (hd256).
-template <int kHeadDim>
-struct TileConfigSm80;
-template <>
-struct TileConfigSm80<64> {
-  static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 4;
-};
-template <>
-struct TileConfigSm80<128> {
-  static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 4;
-};
-template <>
-struct TileConfigSm80<256> {
-  static constexpr int kBlockM = 128, kBlockN = 64, kNWarps = 8;
-};
-
-// hd128, causal or dense-biased: 128x128 over 8 warps holds half the O accumulator per thread of 128x64 over
-// 4 warps, which is what lets the extra per-score work fit in registers. Measured on the H100 (S=8k,
-// TFLOP/s, 4 warps -> 8 warps): bias-free causal 340 -> 340, ALiBi causal 324 -> 332, staged dense causal
-// 121 -> 240 (1800 bytes of spills -> none), staged dense 269 -> 267; bias-free unmasked 364 -> 357 stays on
-// 4 warps. hd64 with a staged dense bias spilled ~1.2 KB on 4 warps (128 scores per thread): 8 warps took it
-// from 134 to 195 TFLOP/s (B=2, H=32, S=8k).
-struct TileConfigSm80Wide {
-  static constexpr int kBlockM = 128, kBlockN = 128, kNWarps = 8;
-};
-template <int kHeadDim, class Bias>
-using TileConfigSm80For =
-    cute::conditional_t<(kHeadDim == 128 && (Bias::kIsCausal || Bias::kStagesTile)) ||
-                            (kHeadDim == 64 && Bias::kStagesTile),
-                        TileConfigSm80Wide, TileConfigSm80<kHeadDim>>;
 
 template <class Element_, int kHeadDim_, class Config_ = TileConfigSm80<kHeadDim_>>
 struct KernelTraitsSm80 {

@@ -1,0 +1,76 @@
+// The forward kernels' parameters, arch-free: what every forward mainloop and epilogue reads, built once
+// on the host from an AttentionProblem and a BiasDesc.
+//
+// Host-compilable (no CUDA headers); kernels receive FwdParams by value as a __grid_constant__.
+#pragma once
+
+#include <cmath>
+
+#include "sdpa/bias.hpp"
+#include "sdpa/problem.hpp"
+
+namespace sdpa {
+
+// How a kernel evaluates the bias in one launch (a template argument of the kernel, so a launch pays only
+// for its own form), chosen on the host per problem by select_bias_form():
+//   kElementwise  the trait's score() / value() per element;
+//   kSplit        the split form: the row part goes to the LSE, the column part into the accumulator's
+//                 initial value (BiasTrait::split_holds, a positive finite scale);
+//   kStaged       values read from a tile staged in shared memory with each K tile (BiasTrait::stageable).
+enum class BiasForm : int { kElementwise, kSplit, kStaged };
+
+template <class Bias>
+BiasForm select_bias_form(const AttentionProblem& problem, const typename Bias::Params& bias_params) {
+  if constexpr (Bias::kSplittable) {
+    // The split form folds the scale into the exponent, so it needs scale > 0.
+    if (Bias::split_holds(problem.seqlen_q, problem.seqlen_kv) && problem.scale > 0.0f &&
+        std::isfinite(problem.scale)) {
+      return BiasForm::kSplit;
+    }
+  }
+  if constexpr (Bias::kStagesTile) {
+    if (Bias::stageable(bias_params)) return BiasForm::kStaged;
+  }
+  return BiasForm::kElementwise;
+}
+
+template <class BiasParams>
+struct FwdParams {
+  TensorView q, k, v;
+  TensorView o;          // written: its data is the caller's writable buffer
+  float* lse = nullptr;  // optional, (B, Hq, Sq) contiguous
+  int seqlen_q, seqlen_kv, heads_q, group_size;
+  float scale;      // applied to Q K^T before any bias
+  float inv_scale;  // 1 / scale, for the split form's column parts
+  float softmax_c;  // the softmax sees x with logit * log2(e) = x * softmax_c, softmax_c > 0
+  bool prescale;    // x = S * scale; otherwise (bias-free, scale > 0) x = S and the scale is in softmax_c
+  BiasParams bias;
+};
+
+template <class Bias>
+FwdParams<typename Bias::Params> make_fwd_params(const AttentionProblem& problem,
+                                                 const typename Bias::Params& bias_params, BiasForm form) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  FwdParams<typename Bias::Params> p;
+  p.q = problem.q;
+  p.k = problem.k;
+  p.v = problem.v;
+  p.o = problem.o;
+  p.lse = problem.lse;
+  p.seqlen_q = problem.seqlen_q;
+  p.seqlen_kv = problem.seqlen_kv;
+  p.heads_q = problem.heads_q;
+  p.group_size = problem.group_size();
+  p.scale = problem.scale;
+  p.inv_scale = 1.0f / problem.scale;
+  // Folding the scale into the exponent (one FMA per score) is only valid for a positive finite scale,
+  // and only without an additive bias, which must be added to the scaled score, or in the split form.
+  const bool fold =
+      (!Bias::kHasValue || form == BiasForm::kSplit) && problem.scale > 0.0f && std::isfinite(problem.scale);
+  p.prescale = !fold;
+  p.softmax_c = fold ? problem.scale * kLog2e : kLog2e;
+  p.bias = bias_params;
+  return p;
+}
+
+}  // namespace sdpa

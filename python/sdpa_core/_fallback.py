@@ -13,35 +13,41 @@ float32), so ``torch.finfo(bfloat16 / float32).min`` masks behave the same on ev
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right as _torch_causal_lower_right
 
-from . import _masks
+from . import _masks, _routing
 from .variants import CausalVariant
 
 MASKED_BELOW = -2.35e38  # ~ -FLT_MAX / log2(e)
 
-# Whether torch takes a float32 mask with float16/bfloat16 q/k/v in a fused kernel on this device type.
-# ALiBi materialized in half precision loses the distances' low bits (bf16 keeps 8: a bias of -12 is off
-# by up to 0.03, which moves the output past bf16 tolerance); in float32 it is exact where torch allows.
-_WIDE_MASK_OK = {"cpu": True, "cuda": False}
-
-
 def attention(query, key, value, bias, scale: float | None, dropout_p: float, enable_gqa: bool) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v through ``torch.nn.functional.scaled_dot_product_attention``."""
-    sdpa = _Sdpa(query, key, value, scale, dropout_p, enable_gqa)
     seq_q, seq_kv = query.shape[-2], key.shape[-2]
+    if query.numel() == 0 or key.numel() == 0 or value.numel() == 0:
+        return _degenerate(query, key, value, bias, scale, dropout_p, enable_gqa)
+    sdpa = _Sdpa(query, key, value, scale, dropout_p, enable_gqa)
     if bias.kind == 0:  # BiasKind.NONE
         return _causal_only(sdpa, bias.causal, seq_q, seq_kv)
+    mask = _additive_mask(bias, query, seq_q, seq_kv)
+    return _zero_dead_rows(sdpa(attn_mask=mask), mask)
+
+
+def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
+    """The bias (ALiBi or dense, plus its causal part) as one attn_mask torch takes: bool, the query's
+    dtype, or float32 where torch computes with a float32 mask as fast (see _wide_mask_ok)."""
+    wide = query.dtype in (torch.float16, torch.bfloat16) and _wide_mask_ok(query.device)
     if bias.kind == 1:  # BiasKind.ALIBI
-        wide = torch.promote_types(query.dtype, torch.float32)
-        mask = _masks.alibi_additive(bias.slopes, seq_q, seq_kv, query.device, wide)
-        if not _WIDE_MASK_OK[query.device.type]:
+        mask = _masks.alibi_additive(bias.slopes, seq_q, seq_kv, query.device,
+                                     torch.promote_types(query.dtype, torch.float32))
+        if not wide:
             mask = mask.to(query.dtype)
     else:
         mask = bias.dense
-        if mask.dtype != torch.bool and mask.dtype != query.dtype:
+        if mask.dtype != torch.bool and mask.dtype != query.dtype and not (wide and mask.dtype == torch.float32):
             mask = mask.to(query.dtype)
         if mask.dim() < 2:  # torch's 4-D path indexes dim -2 of the mask
             mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
@@ -50,7 +56,40 @@ def attention(query, key, value, bias, scale: float | None, dropout_p: float, en
             mask = mask.expand(*mask.shape[:-1], seq_kv).contiguous()
     if bias.causal is not None:
         mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
-    return _zero_dead_rows(sdpa(attn_mask=mask), mask)
+    return mask
+
+
+def _wide_mask_ok(device: torch.device) -> bool:
+    """Whether torch runs float16/bfloat16 q/k/v with a float32 mask in a fused kernel here: on CPU, and on
+    sm90 where its default is cuDNN (measured on an H200, 2026-11-26: ALiBi d128 S8k fwd+bwd 152 TFLOP/s
+    with a float32 mask, 153 with bf16). ALiBi materialized in bf16 keeps 8 bits of each distance x slope
+    (a bias of -12 is off by up to 0.03), which moves outputs past bf16 tolerance; float32 keeps them.
+    Elsewhere (sm80) torch's mem-efficient kernel rejects a float32 mask and the math path would be slow."""
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and _routing.device_info(device)[0] >= 9
+
+
+def _degenerate(query, key, value, bias, scale, dropout_p: float, enable_gqa: bool) -> torch.Tensor:
+    """Empty dimensions and head_dim 0 in plain torch ops (some of torch's kernels divide by these sizes).
+    Scores are q k^T * scale + bias; a row with no key left (Skv = 0 included) is 0."""
+    seq_q, seq_kv = query.shape[-2], key.shape[-2]
+    if enable_gqa and key.shape[-3] not in (0, query.shape[-3]):
+        group = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(group, dim=-3), value.repeat_interleave(group, dim=-3)
+    compute = torch.promote_types(query.dtype, torch.float32)
+    head_dim = query.shape[-1]
+    factor = (1.0 / math.sqrt(head_dim) if head_dim else 1.0) if scale is None else scale
+    s = (query.to(compute) @ key.to(compute).transpose(-1, -2)) * factor
+    if bias.kind != 0 or bias.causal is not None:
+        mask = (_masks.causal_keep(bias.causal, seq_q, seq_kv, query.device) if bias.kind == 0
+                else _additive_mask(bias, query, seq_q, seq_kv))
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(compute)
+    dead = (s < MASKED_BELOW).all(dim=-1, keepdim=True)
+    p = torch.softmax(s.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
+    if dropout_p > 0.0:
+        p = torch.nn.functional.dropout(p, dropout_p)
+    return (p @ value.to(compute)).to(query.dtype)
 
 
 def describe(bias, query, key) -> str:
@@ -64,12 +103,12 @@ def describe(bias, query, key) -> str:
         if seq_q < seq_kv:
             return "torch SDPA with torch.nn.attention.bias.causal_lower_right"
         return f"torch SDPA with is_causal=True on the last {seq_kv} query rows (the first {seq_q - seq_kv} see no key)"
+    wide = query.dtype in (torch.float16, torch.bfloat16) and _wide_mask_ok(query.device)
     if bias.kind == 1:
-        what = f"ALiBi materialized as a {str(query.dtype).replace('torch.', '')} (.., {seq_q}, {seq_kv}) mask"
-    elif bias.dense.dtype == torch.bool:
-        what = "the bool mask as it is"
-    elif bias.dense.dtype == query.dtype:
-        what = "the float mask as it is"
+        dtype = "float32" if wide else str(query.dtype).replace("torch.", "")
+        what = f"ALiBi materialized as a {dtype} (.., {seq_q}, {seq_kv}) mask"
+    elif bias.dense.dtype == torch.bool or bias.dense.dtype == query.dtype or (wide and bias.dense.dtype == torch.float32):
+        what = f"the {str(bias.dense.dtype).replace('torch.', '')} mask as it is"
     else:
         what = f"the float mask converted to {str(query.dtype).replace('torch.', '')}"
     causal = "" if bias.causal is None else f", {bias.causal.name.lower()} causal folded in"

@@ -24,7 +24,7 @@ _DECODE_ROWS = 16  # decode and speculative decoding: one query tile per (batch,
 _device_info: dict[int, tuple[int, int]] = {}
 
 
-def _info(device: torch.device) -> tuple[int, int]:
+def device_info(device: torch.device) -> tuple[int, int]:
     """(compute capability major, SM count), cached per device: the query costs microseconds."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     info = _device_info.get(index)
@@ -38,7 +38,7 @@ def torch_is_faster(query, bias) -> str:
     """Why torch's kernel should run this fused-eligible call, or "" when sdpa_core's should."""
     if policy.current() != "auto":
         return ""
-    major, sms = _info(query.device)
+    major, sms = device_info(query.device)
     kind, causal = int(bias.kind), int(bias.causal or 0)
     if kind == 0 and causal in (0, 1) and major == 9:
         return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
@@ -72,7 +72,7 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
                 query.requires_grad or key.requires_grad or value.requires_grad))):
             if policy.current() != "auto":
                 return False
-            major, sms = _info(query.device)
+            major, sms = device_info(query.device)
             if major != 9 and not (query.shape[2] <= _DECODE_ROWS and query.shape[0] * query.shape[1] < sms):
                 return False
         return _aligned(query) and _aligned(key) and _aligned(value)

@@ -43,17 +43,23 @@ def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
     if bias.kind == 1:  # BiasKind.ALIBI
         mask = _masks.alibi_additive(bias.slopes, seq_q, seq_kv, query.device,
                                      torch.promote_types(query.dtype, torch.float32))
+        if bias.causal is not None:
+            mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
         if not wide:
-            mask = mask.to(query.dtype)
-    else:
-        mask = bias.dense
-        if mask.dtype != torch.bool and mask.dtype != query.dtype and not (wide and mask.dtype == torch.float32):
-            mask = mask.to(query.dtype)
-        if mask.dim() < 2:  # torch's 4-D path indexes dim -2 of the mask
-            mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
-        if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
-            # torch's mem-efficient kernel rejects a bias broadcast along the keys (stride 0 there)
-            mask = mask.expand(*mask.shape[:-1], seq_kv).contiguous()
+            # Softmax ignores a per-row constant: shifting each row's largest kept value to 0 before rounding
+            # keeps the values that matter small and exact in half precision (rows far from the diagonal
+            # would otherwise hold only large, coarsely rounded values).
+            row_max = mask.amax(dim=-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
+            mask = (mask - row_max).to(query.dtype)
+        return mask
+    mask = bias.dense
+    if mask.dtype != torch.bool and mask.dtype != query.dtype and not (wide and mask.dtype == torch.float32):
+        mask = mask.to(query.dtype)
+    if mask.dim() < 2:  # torch's 4-D path indexes dim -2 of the mask
+        mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
+    if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
+        # torch's mem-efficient kernel rejects a bias broadcast along the keys (stride 0 there)
+        mask = mask.expand(*mask.shape[:-1], seq_kv).contiguous()
     if bias.causal is not None:
         mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
     return mask

@@ -86,7 +86,8 @@ run_step python "install python package" install_python
 run_step gtest "GoogleTest (GPU suites included)" gtest_gpu
 run_step sanitize "compute-sanitizer memcheck + racecheck" sanitize
 # The fp64 CPU oracles dominate pytest's time: spread the files over workers where pytest-xdist exists.
-XDIST=(); "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n "${SDPA_PYTEST_WORKERS:-8}" --dist loadfile)
+XDIST=(); "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n "${SDPA_PYTEST_WORKERS:-8}" --dist loadfile) &&
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # 8 workers x torch's default threads would oversubscribe 16 cores
 run_step pytest "pytest (GPU tests included)" "$PY" -m pytest "${XDIST[@]}" -v --tb=short -p no:cacheprovider -rfEs tests/python
 # benchmarks/sdpa_bench runs from the repo root (here) against the installed package (budget: ~6 min on an H100)
 run_step bench "benchmark" "$PY" -m benchmarks.sdpa_bench --md "$OUT/bench.md" --png "$OUT/bench.png"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right as _torch_causal_lower_right
 
-from . import _masks, _routing
+from . import _masks
 from .variants import CausalVariant
 
 MASKED_BELOW = -2.35e38  # ~ -FLT_MAX / log2(e)
@@ -31,9 +31,15 @@ def attention(query, key, value, bias, scale: float | None, dropout_p: float, en
         return _degenerate(query, key, value, bias, scale, dropout_p, enable_gqa)
     sdpa = _Sdpa(query, key, value, scale, dropout_p, enable_gqa)
     if bias.kind == 0:  # BiasKind.NONE
-        return _causal_only(sdpa, bias.causal, seq_q, seq_kv)
-    mask = _additive_mask(bias, query, seq_q, seq_kv)
-    return _zero_dead_rows(sdpa(attn_mask=mask), mask)
+        out = _causal_only(sdpa, bias.causal, seq_q, seq_kv)
+    else:
+        mask = _additive_mask(bias, query, seq_q, seq_kv)
+        out = _zero_dead_rows(sdpa(attn_mask=mask), mask)
+    if not query.is_cuda:
+        # Some of torch's CPU kernels (torch 2.11's flash path) return zeros for a query row holding NaN;
+        # the row's NaN is carried over so that every path propagates it, as the math does.
+        out = out + query.sum(dim=-1, keepdim=True).mul(0).to(out.dtype)
+    return out
 
 
 def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
@@ -66,14 +72,11 @@ def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
 
 
 def _wide_mask_ok(device: torch.device) -> bool:
-    """Whether torch runs float16/bfloat16 q/k/v with a float32 mask in a fused kernel here: on CPU, and on
-    sm90 where its default is cuDNN (measured on an H200, 2026-11-26: ALiBi d128 S8k fwd+bwd 152 TFLOP/s
-    with a float32 mask, 153 with bf16). ALiBi materialized in bf16 keeps 8 bits of each distance x slope
-    (a bias of -12 is off by up to 0.03), which moves outputs past bf16 tolerance; float32 keeps them.
-    Elsewhere (sm80) torch's mem-efficient kernel rejects a float32 mask and the math path would be slow."""
-    if device.type == "cpu":
-        return True
-    return device.type == "cuda" and _routing.device_info(device)[0] >= 9
+    """Whether float16/bfloat16 q/k/v get a float32 mask (exact ALiBi distances): on CPU, where torch's
+    kernels take one. On CUDA torch's mem-efficient kernel rejects it, and a cuDNN run with one (H200,
+    2026-11-26: as fast as bf16) failed the gradient tests, so CUDA gets the row-relative half-precision
+    ALiBi of _additive_mask."""
+    return device.type == "cpu"
 
 
 def _degenerate(query, key, value, bias, scale, dropout_p: float, enable_gqa: bool) -> torch.Tensor:

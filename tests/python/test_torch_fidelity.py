@@ -87,6 +87,14 @@ def test_sweep_is_deterministic_and_broad():
         "tensor", "torch_causal", "torch_variant", "tensor_bias", "causal_bias", "alibi"}
 
 
+# The CPU sweep encodes torch 2.13's CPU behaviour, the torch CI pins; torch 2.11's CPU kernel (on the GPU
+# machine) dies with SIGFPE inside torch's own call on some empty-dimension cases, killing the test run.
+TORCH_213 = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 13)
+requires_torch_213 = pytest.mark.skipif(not TORCH_213, reason=f"the CPU sweep expects torch >= 2.13's CPU kernels; "
+                                                              f"torch {torch.__version__}'s crash on some of its cases")
+
+
+@requires_torch_213
 def test_sweep_cpu_has_no_differences():
     """The whole CPU sweep; the assertion message lists every difference, grouped by cause."""
     _check(_cases("cpu"))
@@ -96,6 +104,7 @@ def _groups(device):
     return sorted({c.group for c in torch_cases.sweep(device, torch_cases.CPU_DTYPES[:1])})
 
 
+@requires_torch_213
 @pytest.mark.parametrize("group", _groups("cpu"))
 def test_sweep_group(group):
     _check([c for c in _cases("cpu") if c.group == group])

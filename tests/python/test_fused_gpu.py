@@ -130,7 +130,7 @@ def test_routing_gpu(name, policy):
         text = sdpa_core.explain(q, k, v, attn_mask=mask, is_causal=is_causal)
         out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
     routed = policy == "auto" and _is_sm90() and name in ("none", "is_causal", "dense_float")
-    assert ("fused kernel" in text) == (not routed), text
+    assert ("path: fused kernel" in text) == (not routed), text
     assert_close(out, attention_fp64(q, k, v, **oracle_kwargs), torch.bfloat16)
 
 

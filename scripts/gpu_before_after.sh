@@ -4,6 +4,7 @@
 # forward cases of the benchmark) for both in one run, on one card, interleaved case by case.
 #
 #   scripts/gpu_before_after.sh <before-tree> [<after-tree>, default .]
+#   SDPA_BA_AFTER_INSTALL=<prefix>   reuse an installed libsdpa for the after tree (gpu_verify's build/gpu/install)
 #
 # Writes $OUT/before_after.md (or ./gpu_verify_out/): both tables and the after/before ratio per case.
 # Needs nvcc, cmake, ninja and the CUTLASS headers (nvidia-cutlass wheel importable) like gpu_verify.sh.
@@ -16,20 +17,26 @@ mkdir -p "$OUT"
 ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 PY=${PYTHON:-python3}
 
-build_tree() {  # build_tree <source tree> <name>: libsdpa in /tmp/ba-<name>, the package in /tmp/ba-site-<name>
-  local src=$1 name=$2 build=/tmp/ba-$name
-  cmake -S "$src" -B "$build" -G Ninja -DSDPA_ENABLE_CUDA=ON -DSDPA_CUDA_ARCHS="$ARCH" -DSDPA_BUILD_TESTS=OFF \
-        -DCMAKE_INSTALL_PREFIX="$build/install" >/dev/null
-  cmake --build "$build" >/dev/null
-  cmake --install "$build" >/dev/null
+# build_tree <source tree> <name> [<existing install prefix>]: libsdpa in /tmp/ba-<name> (or the given
+# prefix, already built, e.g. gpu_verify.sh's), the package in /tmp/ba-site-<name>. Only the benchmark's
+# dtype (bf16) is compiled unless SDPA_BA_CMAKE_ARGS says otherwise.
+build_tree() {
+  local src=$1 name=$2 prefix=${3:-}
+  if [ -z "$prefix" ]; then
+    prefix=/tmp/ba-$name/install
+    cmake -S "$src" -B "/tmp/ba-$name" -G Ninja -DSDPA_ENABLE_CUDA=ON -DSDPA_CUDA_ARCHS="$ARCH" -DSDPA_BUILD_TESTS=OFF \
+          -DCMAKE_INSTALL_PREFIX="$prefix" ${SDPA_BA_CMAKE_ARGS:--DSDPA_KERNEL_DTYPES=bf16} >/dev/null
+    cmake --build "/tmp/ba-$name" >/dev/null
+    cmake --install "/tmp/ba-$name" >/dev/null
+  fi
   "$PY" -m pip install -q --no-build-isolation --no-deps --target "/tmp/ba-site-$name" "$src" \
     -C build-dir="/tmp/ba-py-$name" -C cmake.define.SDPA_USE_INSTALLED=ON \
-    -C cmake.define.sdpa_DIR="$build/install/lib/cmake/sdpa"
+    -C cmake.define.sdpa_DIR="$prefix/lib/cmake/sdpa"
 }
 
 start=$SECONDS
 build_tree "$BEFORE" before
-build_tree "$AFTER" after
+build_tree "$AFTER" after "${SDPA_BA_AFTER_INSTALL:-}"
 echo "built both trees in $((SECONDS - start)) s"
 
 cd "$ROOT"  # the benchmark package comes from this tree for both builds

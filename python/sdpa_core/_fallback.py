@@ -32,6 +32,11 @@ def attention(query, key, value, bias, scale: float | None, dropout_p: float, en
     sdpa = _Sdpa(query, key, value, scale, dropout_p, enable_gqa)
     if bias.kind == 0:  # BiasKind.NONE
         out = _causal_only(sdpa, bias.causal, seq_q, seq_kv)
+    elif bias.kind == 1 and not _wide_mask_ok(query.device):  # BiasKind.ALIBI in half precision
+        mask, keep = _alibi_mask_half(bias, query, seq_q, seq_kv)
+        out = sdpa(attn_mask=mask)
+        if keep is not None:  # rows with no kept key are known from the causal pattern alone
+            out = out.masked_fill(~keep.any(dim=-1, keepdim=True), 0.0)
     else:
         mask = _additive_mask(bias, query, seq_q, seq_kv)
         out = _zero_dead_rows(sdpa(attn_mask=mask), mask)
@@ -64,11 +69,41 @@ def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
     if mask.dim() < 2:  # torch's 4-D path indexes dim -2 of the mask
         mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
     if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
-        # torch's mem-efficient kernel rejects a bias broadcast along the keys (stride 0 there)
-        mask = mask.expand(*mask.shape[:-1], seq_kv).contiguous()
+        # torch's mem-efficient kernel rejects a bias broadcast along the keys (stride 0 there), and faults
+        # on one whose rows are not 16-byte aligned: copy it into rows padded as torch pads its own.
+        padded = mask.new_empty((*mask.shape[:-1], -(-seq_kv // 16) * 16))[..., :seq_kv]
+        mask = padded.copy_(mask.expand(*mask.shape[:-1], seq_kv))
     if bias.causal is not None:
         mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
     return mask
+
+
+def _alibi_mask_half(bias, query, seq_q: int, seq_kv: int):
+    """ALiBi (+ causal) as one (B or 1, H, Sq, Skv) mask in the query's half-precision dtype, written in one
+    pass, and the causal keep pattern (or None).
+
+    Distances are computed once for all heads, and each row's are shifted so its nearest kept key sits at
+    0: softmax ignores a per-row constant, and small values round exactly in half precision (rows far from
+    the diagonal would otherwise hold only large, coarsely rounded values). Then -slope x distance per head
+    goes straight into the output; removed keys get -inf in place. No float32 (H, Sq, Skv) temporary."""
+    device = query.device
+    i = torch.arange(seq_q, device=device, dtype=torch.float32).unsqueeze(1)
+    j = torch.arange(seq_kv, device=device, dtype=torch.float32).unsqueeze(0)
+    dist = (i + (seq_kv - seq_q) - j).abs()
+    keep = None
+    if bias.causal is not None:
+        keep = _masks.causal_keep(bias.causal, seq_q, seq_kv, device)
+        nearest = dist.masked_fill(~keep, float("inf")).amin(dim=-1, keepdim=True)
+        dist = dist - nearest.nan_to_num(0.0, posinf=0.0)
+    else:
+        dist = dist - dist.amin(dim=-1, keepdim=True)
+    slopes = bias.slopes.to(device=device, dtype=torch.float32)
+    slopes = slopes.unsqueeze(0) if slopes.dim() == 1 else slopes
+    mask = torch.empty((slopes.shape[0], slopes.shape[1], seq_q, seq_kv), dtype=query.dtype, device=device)
+    torch.mul(dist.to(query.dtype), (-slopes).to(query.dtype)[:, :, None, None], out=mask)
+    if keep is not None:
+        mask.masked_fill_(~keep, float("-inf"))
+    return mask, keep
 
 
 def _wide_mask_ok(device: torch.device) -> bool:
@@ -170,6 +205,6 @@ def _zero_dead_rows(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     broadcast shape, so a (B, 1, 1, Skv) padding mask costs B x Skv reads)."""
     if mask.dtype == torch.bool:
         dead = ~mask.any(dim=-1, keepdim=True)
-    else:
-        dead = (mask < MASKED_BELOW).all(dim=-1, keepdim=True)
+    else:  # one reading pass, no full-size temporary
+        dead = mask.amax(dim=-1, keepdim=True) < MASKED_BELOW
     return out.masked_fill(dead, 0.0)

@@ -68,9 +68,10 @@ def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
         mask = mask.to(query.dtype)
     if mask.dim() < 2:  # torch's 4-D path indexes dim -2 of the mask
         mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
-    if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
-        # torch's mem-efficient kernel rejects a bias broadcast along the keys (stride 0 there), and faults
-        # on one whose rows are not 16-byte aligned: copy it into rows padded as torch pads its own.
+    if query.is_cuda and mask.dtype != torch.bool and mask.shape[-1] == 1 and seq_kv > 1:
+        # torch's mem-efficient kernel rejects a float bias broadcast along the keys (stride 0 there), and
+        # faults on one whose rows are not 16-byte aligned: copy it into rows padded as torch pads its own.
+        # (A bool mask goes as it is: torch converts it itself, and converting our expanded copy faulted.)
         padded = mask.new_empty((*mask.shape[:-1], -(-seq_kv // 16) * 16))[..., :seq_kv]
         mask = padded.copy_(mask.expand(*mask.shape[:-1], seq_kv))
     if bias.causal is not None:

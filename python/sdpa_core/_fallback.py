@@ -68,12 +68,8 @@ def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
         mask = mask.to(query.dtype)
     if mask.dim() < 2:  # torch's 4-D path indexes dim -2 of the mask
         mask = mask.reshape((1,) * (2 - mask.dim()) + tuple(mask.shape))
-    if query.is_cuda and mask.dtype != torch.bool and mask.shape[-1] == 1 and seq_kv > 1:
-        # torch's mem-efficient kernel rejects a float bias broadcast along the keys (stride 0 there), and
-        # faults on one whose rows are not 16-byte aligned: copy it into rows padded as torch pads its own.
-        # (A bool mask goes as it is: torch converts it itself, and converting our expanded copy faulted.)
-        padded = mask.new_empty((*mask.shape[:-1], -(-seq_kv // 16) * 16))[..., :seq_kv]
-        mask = padded.copy_(mask.expand(*mask.shape[:-1], seq_kv))
+    if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
+        mask = _keys_broadcast_mask(mask, query.dtype, seq_kv)
     if bias.causal is not None:
         mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
     return mask
@@ -105,6 +101,19 @@ def _alibi_mask_half(bias, query, seq_q: int, seq_kv: int):
     if keep is not None:
         mask.masked_fill_(~keep, float("-inf"))
     return mask, keep
+
+
+def _keys_broadcast_mask(mask: torch.Tensor, dtype: torch.dtype, seq_kv: int) -> torch.Tensor:
+    """A (..., 1) mask broadcast along the keys, as an additive mask of ``dtype`` in 16-byte-aligned rows.
+
+    torch 2.11's CUDA kernels mishandle this broadcast: the mem-efficient kernel rejects a float bias with
+    stride 0 along the keys, and a (Sq, 1) bool mask (which torch converts itself into unpadded rows)
+    faulted with a misaligned address on the H200 (fp16, Sq = Skv = 17). Converting here, into rows padded
+    as torch pads its own biases, gives its kernels a layout they take (the float case ran clean there)."""
+    padded = torch.empty((*mask.shape[:-1], -(-seq_kv // 16) * 16), dtype=dtype, device=mask.device)[..., :seq_kv]
+    if mask.dtype == torch.bool:
+        return padded.zero_().masked_fill_(~mask.expand(*mask.shape[:-1], seq_kv), float("-inf"))
+    return padded.copy_(mask.expand(*mask.shape[:-1], seq_kv))
 
 
 def _wide_mask_ok(device: torch.device) -> bool:

@@ -286,3 +286,17 @@ def test_dispatch_policy_plain_call_sets_it_until_the_next_call():
 def test_dispatch_policy_rejects_unknown_names():
     with pytest.raises(ValueError, match="own"):
         sdpa_core.dispatch_policy("fastest")
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_mask_broadcast_along_keys_on_the_torch_route(kind):
+    """A (Sq, 1) mask with Ev != E (no fused kernel: PyTorch runs it). torch 2.11's CUDA kernel faulted
+    (misaligned address) on such a bool mask in the side-by-side sweep; sdpa_core hands it an additive mask
+    in 16-byte-aligned rows instead. The output must match the oracle and the CUDA context stay healthy."""
+    q, k, _ = qkv(3, 1, 1, 17, 17, 64, "cuda", torch.float16)
+    v = torch.randn(3, 1, 17, 8, device="cuda", dtype=torch.float16)
+    keep = torch.rand(17, 1, device="cuda") > 0.3
+    mask = keep if kind == "bool" else torch.randn(17, 1, device="cuda").to(torch.float16)
+    out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_core.TensorBias(mask))
+    torch.cuda.synchronize()
+    assert_close(out, attention_fp64(q, k, v, dense=mask), torch.float16)

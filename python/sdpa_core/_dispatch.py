@@ -6,46 +6,12 @@ it; ``plan`` says what ``attention`` would do and why, for ``explain()``.
 
 from __future__ import annotations
 
-import enum
 import math
 
 import torch
 
 from . import _fallback, _kernels, _routing
-from .variants import CausalVariant
-
-
-class BiasKind(enum.IntEnum):
-    """The additive part of a bias; values match libsdpa's ``sdpa::BiasKind``."""
-
-    NONE = 0
-    ALIBI = 1
-    DENSE = 2
-
-
-class KernelBias:
-    """A plain slotted class, not a dataclass: it is built on every call of the eager hot path."""
-
-    __slots__ = ("kind", "causal", "slopes", "dense")
-
-    def __init__(self, kind: BiasKind, causal: CausalVariant | None, slopes: torch.Tensor | None = None,
-                 dense: torch.Tensor | None = None):
-        self.kind = kind
-        self.causal = causal
-        self.slopes = slopes  # ALIBI: float32 (H,) or (B, H)
-        self.dense = dense  # DENSE: bool or float, broadcastable to (B, H, Sq, Skv)
-
-    @classmethod
-    def causal_only(cls, variant: CausalVariant | None) -> "KernelBias":
-        return cls(BiasKind.NONE, variant)
-
-    @classmethod
-    def alibi(cls, slopes: torch.Tensor, variant: CausalVariant | None) -> "KernelBias":
-        return cls(BiasKind.ALIBI, variant, slopes=slopes)
-
-    @classmethod
-    def dense_tensor(cls, dense: torch.Tensor, variant: CausalVariant | None) -> "KernelBias":
-        return cls(BiasKind.DENSE, variant, dense=dense)
+from ._kernel_bias import BiasKind, KernelBias  # noqa: F401  (re-exported for callers)
 
 
 def default_scale(query: torch.Tensor, scale: float | None) -> float:
@@ -107,34 +73,12 @@ def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_
 
             return _ops.attention_fwd(query, key, value, int(bias.kind), int(bias.causal or 0), bias.slopes,
                                       bias.dense, default_scale(query, scale), enable_gqa)
-        out = _kernels.try_forward(*_aligned(query, key, value), bias, default_scale(query, scale))
+        out = _kernels.try_forward(*_kernels.aligned(query, key, value), bias, default_scale(query, scale))
         if out is not None:
             return out
     elif query.is_cuda and not torch.compiler.is_compiling():
-        query, key, value = _aligned(query, key, value)  # torch's kernels get some misaligned layouts wrong
+        query, key, value = _kernels.aligned(query, key, value)  # torch's kernels get some misaligned layouts wrong
     return _fallback.attention(query, key, value, bias, scale, dropout_p, enable_gqa)
-
-
-def fused_or_torch(query, key, value, bias: KernelBias, scale: float, enable_gqa: bool) -> torch.Tensor:
-    """The custom op's body (eager, real tensors): the fused kernel, else PyTorch."""
-    out = _kernels.try_forward(*_aligned(query, key, value), bias, scale)
-    if out is not None:
-        return out
-    return _fallback.attention(query, key, value, bias, scale, 0.0, enable_gqa)
-
-
-def _aligned(query, key, value):
-    """The inputs, each copied to a fresh contiguous tensor if its data pointer or a stride breaks the
-    16-byte alignment the kernels load with. A copy costs far less than the attention; torch's own kernels
-    have given wrong answers on such layouts (a 2-byte-offset slice, fp16, d256, GQA)."""
-    return tuple(t if _is_aligned(t) else t.clone(memory_format=torch.contiguous_format)
-                 for t in (query, key, value))
-
-
-def _is_aligned(t: torch.Tensor) -> bool:
-    if t.data_ptr() % 16:
-        return False
-    return all(size == 1 or stride % 8 == 0 for size, stride in zip(t.shape[:-1], t.stride()[:-1]))
 
 
 def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> tuple[str, list[str]]:
@@ -144,7 +88,7 @@ def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: fl
         faster = _routing.torch_is_faster(query, bias)
         if faster:
             return "torch:" + _fallback.describe(bias, query, key), [faster]
-        aligned = _aligned(query, key, value)
+        aligned = _kernels.aligned(query, key, value)
         kernel, reason = _kernels.select(*aligned, bias, default_scale(query, scale))
         if kernel:
             copied = [n for n, a, t in zip(("query", "key", "value"), aligned, (query, key, value)) if a is not t]

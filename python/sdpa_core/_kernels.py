@@ -8,6 +8,21 @@ from __future__ import annotations
 import torch
 
 from . import _C
+from ._kernel_bias import BiasKind
+from .variants import CausalVariant
+
+# The integers this file hands the binding must mean what libsdpa means by them: checked once, at import,
+# so that a renumbered enum fails loudly instead of running the wrong bias.
+_CONTRACT = {
+    "BIAS_NONE": BiasKind.NONE, "BIAS_ALIBI": BiasKind.ALIBI, "BIAS_DENSE": BiasKind.DENSE,
+    "CAUSAL_NONE": 0, "CAUSAL_UPPER_LEFT": CausalVariant.UPPER_LEFT, "CAUSAL_LOWER_RIGHT": CausalVariant.LOWER_RIGHT,
+    "PROBLEM_FIELDS": 25, "BIAS_FIELDS": 11,  # the lengths problem_args() and bias_args() build
+}
+_broken = {name: (int(value), getattr(_C, name, None)) for name, value in _CONTRACT.items()
+           if getattr(_C, name, None) != int(value)}
+if _broken:
+    raise ImportError(f"sdpa_core._C does not match the Python side (name: (python, libsdpa)): {_broken}; "
+                      f"rebuild the extension from this source tree")
 
 _DTYPE_CODES = {
     torch.float16: _C.DTYPE_FLOAT16,
@@ -59,3 +74,17 @@ def select(query, key, value, bias, scale: float) -> tuple[str, str]:
     """(kernel name, "") or ("", reason) for these inputs, without launching. Reads no tensor data."""
     args = problem_args(query, key, value, query)  # the output is allocated like the query
     return _C.select_forward(args, scale, bias_args(bias, query, key))
+
+
+def aligned(query, key, value):
+    """The inputs, each copied to a fresh contiguous tensor if its data pointer or a stride breaks the
+    16-byte alignment the kernels load with. A copy costs far less than the attention; torch's own kernels
+    have given wrong answers on such layouts (a 2-byte-offset slice, fp16, d256, GQA)."""
+    return tuple(t if _is_aligned(t) else t.clone(memory_format=torch.contiguous_format)
+                 for t in (query, key, value))
+
+
+def _is_aligned(t: torch.Tensor) -> bool:
+    if t.data_ptr() % 16:
+        return False
+    return all(size == 1 or stride % 8 == 0 for size, stride in zip(t.shape[:-1], t.stride()[:-1]))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _dispatch
+from . import _fallback, _kernels
+from ._kernel_bias import BiasKind, KernelBias
 from .variants import CausalVariant
 
 
@@ -14,9 +15,12 @@ from .variants import CausalVariant
 def attention_fwd(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias_kind: int, causal: int,
                   slopes: torch.Tensor | None, dense: torch.Tensor | None, scale: float,
                   enable_gqa: bool) -> torch.Tensor:
-    bias = _dispatch.KernelBias(_dispatch.BiasKind(bias_kind), CausalVariant(causal) if causal else None,
-                                slopes=slopes, dense=dense)
-    return _dispatch.fused_or_torch(query, key, value, bias, scale, enable_gqa)
+    bias = KernelBias(BiasKind(bias_kind), CausalVariant(causal) if causal else None, slopes=slopes, dense=dense)
+    if query.is_cuda:
+        out = _kernels.try_forward(*_kernels.aligned(query, key, value), bias, scale)
+        if out is not None:
+            return out
+    return _fallback.attention(query, key, value, bias, scale, 0.0, enable_gqa)
 
 
 @attention_fwd.register_fake

@@ -84,6 +84,6 @@ _INF = float("inf")
 
 
 def _aligned(t: torch.Tensor) -> bool:
-    """16-byte aligned data pointer and row strides (see _dispatch._is_aligned, which copies otherwise)."""
+    """16-byte aligned data pointer and row strides (the hot path's 4-D form of _kernels.aligned)."""
     s = t.stride()
     return t.data_ptr() % 16 == 0 and s[0] % 8 == 0 and s[1] % 8 == 0 and s[2] % 8 == 0

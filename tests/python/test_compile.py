@@ -45,3 +45,29 @@ def test_compiled_module_matches_eager(device, name):
     compiled = torch.compile(module, fullgraph=True, backend=backend)
     expected = module(q, k, v, slopes, dense)
     torch.testing.assert_close(compiled(q, k, v, slopes, dense), expected, atol=2e-2, rtol=0)
+
+
+def test_custom_op_passes_opcheck_and_matches_torch():
+    """The torch.library op that compiled graphs call: its fake impl, schema and eager body agree
+    (opcheck), and its body gives torch's answer when no kernel runs (CPU)."""
+    from sdpa_core import _ops
+
+    q, k, v = qkv(1, 2, 2, 9, 13, 64)
+    args = (q, k, v, 0, int(CausalVariant.UPPER_LEFT), None, None, 0.125, False)
+    torch.library.opcheck(_ops.attention_fwd, args)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125)
+    torch.testing.assert_close(_ops.attention_fwd(*args), expected)
+
+
+def test_python_modules_import_one_way():
+    """The custom op and the kernel layer never import the dispatcher (no import cycle)."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(sdpa_core.__file__).parent
+    for name in ("_ops.py", "_kernels.py", "_fallback.py", "_kernel_bias.py", "_routing.py"):
+        tree = ast.parse((package / name).read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    for alias in node.names} | {node.module for node in ast.walk(tree)
+                                                if isinstance(node, ast.ImportFrom) and node.module}
+        assert "_dispatch" not in imported, f"{name} imports _dispatch"

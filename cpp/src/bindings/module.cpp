@@ -96,4 +96,6 @@ PYBIND11_MODULE(_C, m) {
   m.attr("CAUSAL_NONE") = static_cast<int>(sdpa::CausalVariant::kNone);
   m.attr("CAUSAL_UPPER_LEFT") = static_cast<int>(sdpa::CausalVariant::kUpperLeft);
   m.attr("CAUSAL_LOWER_RIGHT") = static_cast<int>(sdpa::CausalVariant::kLowerRight);
+  m.attr("PROBLEM_FIELDS") = static_cast<int>(kProblemFields);  // python/sdpa_core/_kernels.py checks these
+  m.attr("BIAS_FIELDS") = static_cast<int>(kBiasFields);
 }

@@ -77,8 +77,8 @@ def peak_memory(quick: bool) -> list[dict]:
         # The budgets give B=1, H=16 at Skv=16k; --quick's Skv=4k gives B=4, so keep one.
         t.q, t.k, t.v = (x[:1] for x in (t.q, t.k, t.v))
         mask, causal = sdpa_core_args(case, t)
-        rows.append(_measure_peak(case, t.q, t.k, t.v, lambda: sdpa_core.scaled_dot_product_attention(
-            t.q, t.k, t.v, attn_mask=mask, is_causal=causal)))
+        rows.append(_measure_peak(case, t.q, t.k, t.v, lambda q=t.q, k=t.k, v=t.v: sdpa_core.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal)))
         del t
         torch.cuda.empty_cache()
     return rows

@@ -11,7 +11,7 @@ import math
 import torch
 
 from . import _fallback, _kernels, _routing
-from ._kernel_bias import BiasKind, KernelBias  # noqa: F401  (re-exported for callers)
+from ._kernel_bias import KernelBias
 
 
 def default_scale(query: torch.Tensor, scale: float | None) -> float:

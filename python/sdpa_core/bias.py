@@ -14,7 +14,7 @@ import math
 import torch
 
 from . import _dispatch, _masks
-from ._dispatch import KernelBias
+from ._kernel_bias import KernelBias
 from .errors import SdpaTypeError, SdpaValueError
 from .variants import CausalVariant, as_causal_variant
 

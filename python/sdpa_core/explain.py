@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from . import _dispatch, _nd, _validate, policy
-from ._dispatch import KernelBias
+from ._kernel_bias import KernelBias
 from .bias import _BuiltinBias
 from .functional import resolve_mask
 from .variants import CausalVariant

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.nn.attention import bias as _torch_bias
 
 from . import _dispatch, _nd, _routing, _validate
-from ._dispatch import KernelBias
+from ._kernel_bias import KernelBias
 from .bias import AttnBias, CausalBias, TensorBias
 from .errors import SdpaTypeError, SdpaValueError
 from .variants import CausalVariant, as_causal_variant

@@ -202,7 +202,8 @@ def test_dropout_is_applied_in_fallback():
 
 def test_fused_eligible_agrees_with_refusal_reasons():
     """The hot path's one-expression check and explain()'s reasons must never disagree."""
-    from sdpa_core._dispatch import KernelBias, fused_eligible, python_refusals
+    from sdpa_core._dispatch import fused_eligible, python_refusals
+    from sdpa_core._kernel_bias import KernelBias
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         for dtype in (torch.float32, torch.bfloat16, torch.float16):

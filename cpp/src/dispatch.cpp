@@ -1,6 +1,7 @@
 // validate -> key -> archs in preference order, each with its can_implement -> run. Every refusal carries
 // a reason a person can act on.
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -56,21 +57,27 @@ std::string kernel_name(const KernelEntry& k) {
 
 Selection select_kernel(const std::vector<KernelEntry>& registry, const KernelKey& key, int capability,
                         const AttentionProblem& problem, const BiasDesc& bias) {
-  std::vector<const KernelEntry*> candidates;
+  // Runs on every launch: the entries for this key (one per compiled arch) go into a small array, kept
+  // newest arch first by insertion, so a selection allocates nothing and sorts nothing.
+  constexpr std::size_t kMaxArchs = 8;
+  std::array<const KernelEntry*, kMaxArchs> candidates{};
+  std::size_t count = 0;
   for (const KernelEntry& k : registry) {
-    if (same_kernel_except_arch(k.key, key)) candidates.push_back(&k);
+    if (!same_kernel_except_arch(k.key, key) || count == kMaxArchs) continue;
+    std::size_t at = count++;
+    for (; at > 0 && candidates[at - 1]->key.arch < k.key.arch; --at) candidates[at] = candidates[at - 1];
+    candidates[at] = &k;
   }
-  if (candidates.empty()) {
+  if (count == 0) {
     return refused(Status::error(StatusCode::kNotCompiled, std::string("no fused kernel compiled for ") +
                                                                bias_id_name(key.bias) + ", " + dtype_name(key.dtype) +
                                                                ", head_dim " + std::to_string(key.head_dim)));
   }
   // Newest arch first: a newer kernel is preferred wherever the device can run it.
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [](const KernelEntry* a, const KernelEntry* b) { return a->key.arch > b->key.arch; });
   Selection selection;
   std::vector<std::string> named;  // the refusals prefixed with their kernel, for the joint message
-  for (const KernelEntry* k : candidates) {
+  for (std::size_t i = 0; i < count; ++i) {
+    const KernelEntry* k = candidates[i];
     std::string reason;
     if (capability < k->key.arch) {
       reason = kernel_name(*k) + " needs compute capability " + std::to_string(k->key.arch) + ", the device has " +

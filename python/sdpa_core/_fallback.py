@@ -55,7 +55,7 @@ def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
         mask = _masks.alibi_additive(bias.slopes, seq_q, seq_kv, query.device,
                                      torch.promote_types(query.dtype, torch.float32))
         if bias.causal is not None:
-            mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
+            mask = with_causal(mask, bias.causal, seq_q, seq_kv)
         if not wide:
             # Softmax ignores a per-row constant: shifting each row's largest kept value to 0 before rounding
             # keeps the values that matter small and exact in half precision (rows far from the diagonal
@@ -71,7 +71,7 @@ def _additive_mask(bias, query, seq_q: int, seq_kv: int) -> torch.Tensor:
     if query.is_cuda and mask.shape[-1] == 1 and seq_kv > 1:
         mask = _keys_broadcast_mask(mask, query.dtype, seq_kv)
     if bias.causal is not None:
-        mask = _with_causal(mask, bias.causal, seq_q, seq_kv)
+        mask = with_causal(mask, bias.causal, seq_q, seq_kv)
     return mask
 
 
@@ -203,7 +203,7 @@ def _causal_only(sdpa: _Sdpa, variant: CausalVariant | None, seq_q: int, seq_kv:
     return torch.cat([head, tail], dim=-2)
 
 
-def _with_causal(mask: torch.Tensor, variant: CausalVariant, seq_q: int, seq_kv: int) -> torch.Tensor:
+def with_causal(mask: torch.Tensor, variant: CausalVariant, seq_q: int, seq_kv: int) -> torch.Tensor:
     keep = _masks.causal_keep(variant, seq_q, seq_kv, mask.device)
     if mask.dtype == torch.bool:
         return mask & keep

@@ -80,11 +80,17 @@ def aligned(query, key, value):
     """The inputs, each copied to a fresh contiguous tensor if its data pointer or a stride breaks the
     16-byte alignment the kernels load with. A copy costs far less than the attention; torch's own kernels
     have given wrong answers on such layouts (a 2-byte-offset slice, fp16, d256, GQA)."""
-    return tuple(t if _is_aligned(t) else t.clone(memory_format=torch.contiguous_format)
+    return tuple(t if is_aligned(t) else t.clone(memory_format=torch.contiguous_format)
                  for t in (query, key, value))
 
 
-def _is_aligned(t: torch.Tensor) -> bool:
+def is_aligned(t: torch.Tensor) -> bool:
+    """16-byte aligned data pointer, and every row stride a multiple of 8 elements (a dimension of size 1
+    never moves the pointer, so its stride does not matter). On the hot path: no loop for 4-D tensors."""
     if t.data_ptr() % 16:
         return False
-    return all(size == 1 or stride % 8 == 0 for size, stride in zip(t.shape[:-1], t.stride()[:-1]))
+    shape, stride = t.shape, t.stride()
+    if len(shape) == 4:
+        return ((shape[0] == 1 or stride[0] % 8 == 0) and (shape[1] == 1 or stride[1] % 8 == 0)
+                and (shape[2] == 1 or stride[2] % 8 == 0))
+    return all(size == 1 or step % 8 == 0 for size, step in zip(shape[:-1], stride[:-1]))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import policy
+from . import _kernels, policy
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -38,17 +38,23 @@ def torch_is_faster(query, bias) -> str:
     """Why torch's kernel should run this fused-eligible call, or "" when sdpa_core's should."""
     if policy.current() != "auto":
         return ""
-    major, sms = device_info(query.device)
     kind, causal = int(bias.kind), int(bias.causal or 0)
-    if kind == 0 and causal in (0, 1) and major == 9:
-        return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
-    if kind == 2 and causal == 0 and major == 9:
+    if kind == 0:
+        return _unbiased_reason(query, causal)
+    if kind == 2 and causal == 0 and device_info(query.device)[0] == 9:
         return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
-    if kind == 0 and query.shape[2] <= _DECODE_ROWS:
-        batch, heads = query.shape[0], query.shape[1]
-        if batch * heads < sms:
-            return ("dispatch_policy 'auto': too few query tiles to fill the GPU (decode-shaped); torch's flash "
-                    "kernel splits the key range, sdpa_core's split-KV kernel is not built yet")
+    return ""
+
+
+def _unbiased_reason(query, causal: int) -> str:
+    """The rule for calls without an additive bias (``causal``: 0 none, 1 upper-left, 2 lower-right), shared
+    by the dispatcher and the no-mask hot path."""
+    major, sms = device_info(query.device)
+    if causal in (0, 1) and major == 9:
+        return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
+    if query.shape[2] <= _DECODE_ROWS and query.shape[0] * query.shape[1] < sms:
+        return ("dispatch_policy 'auto': too few query tiles to fill the GPU (decode-shaped); torch's flash "
+                "kernel splits the key range, sdpa_core's split-KV kernel is not built yet")
     return ""
 
 
@@ -70,20 +76,11 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
             return False
         if not (query.dtype not in _HALF or dropout_p or (torch.is_grad_enabled() and (
                 query.requires_grad or key.requires_grad or value.requires_grad))):
-            if policy.current() != "auto":
+            if policy.current() != "auto" or not _unbiased_reason(query, 0):
                 return False
-            major, sms = device_info(query.device)
-            if major != 9 and not (query.shape[2] <= _DECODE_ROWS and query.shape[0] * query.shape[1] < sms):
-                return False
-        return _aligned(query) and _aligned(key) and _aligned(value)
+        return _kernels.is_aligned(query) and _kernels.is_aligned(key) and _kernels.is_aligned(value)
     except (AttributeError, TypeError):
         return False
 
 
 _INF = float("inf")
-
-
-def _aligned(t: torch.Tensor) -> bool:
-    """16-byte aligned data pointer and row strides (the hot path's 4-D form of _kernels.aligned)."""
-    s = t.stride()
-    return t.data_ptr() % 16 == 0 and s[0] % 8 == 0 and s[1] % 8 == 0 and s[2] % 8 == 0

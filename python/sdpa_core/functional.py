@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import bias as _torch_bias
 
-from . import _dispatch, _nd, _routing, _validate
+from . import _dispatch, _fallback, _nd, _routing, _validate
 from ._kernel_bias import KernelBias
 from .bias import AttnBias, CausalBias, TensorBias
 from .errors import SdpaTypeError, SdpaValueError
@@ -140,8 +140,7 @@ def _torch_as_is(query, key, value, attn_bias, dropout_p, is_causal, scale, enab
         if is_causal:
             if isinstance(attn_bias, CausalBias):
                 raise SdpaValueError(f"is_causal=True cannot be combined with {attn_bias!r}")
-            keep = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
-            mask = mask & keep if mask.dtype == torch.bool else mask.masked_fill(~keep, float("-inf"))
+            mask = _fallback.with_causal(mask, CausalVariant.UPPER_LEFT, query.shape[-2], key.shape[-2])
             is_causal = False
     return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p,
                                           is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)

@@ -15,30 +15,12 @@ def attention_fp64(q, k, v, *, causal: str | None = None, slopes=None, dense=Non
     slopes: (H,) or (B, H) ALiBi slopes: adds -slope * |i + Skv - Sq - j|.
     dense: bool mask (True = keep) or additive float tensor broadcastable to (B, H, Sq, Skv)."""
     q, k, v = (t.detach().to("cpu", torch.float64) for t in (q, k, v))
-    batch, heads, seq_q, dim = q.shape
-    seq_kv = k.shape[2]
-    group = heads // k.shape[1]
-    k = k.repeat_interleave(group, dim=1)
-    v = v.repeat_interleave(group, dim=1)
-    scale = 1.0 / math.sqrt(dim) if scale is None else scale
-    s = torch.einsum("bhid,bhjd->bhij", q, k) * scale
-    i = torch.arange(seq_q, dtype=torch.float64).view(seq_q, 1)
-    j = torch.arange(seq_kv, dtype=torch.float64).view(1, seq_kv)
-    if slopes is not None:
-        sl = slopes.detach().to("cpu", torch.float64)
-        sl = sl.view(1, heads, 1, 1) if sl.dim() == 1 else sl.view(batch, heads, 1, 1)
-        s = s - sl * (i + (seq_kv - seq_q) - j).abs()
     if dense is not None:
-        d = dense.detach().cpu()
-        s = s.masked_fill(~d, float("-inf")) if d.dtype == torch.bool else s + d.to(torch.float64)
-    if causal == "upper_left":
-        s = s.masked_fill(j > i, float("-inf"))
-    elif causal == "lower_right":
-        s = s.masked_fill(j > i + (seq_kv - seq_q), float("-inf"))
-    dead = torch.isneginf(s).all(dim=-1, keepdim=True)
-    p = torch.softmax(s.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
-    return p @ v
-
+        dense = dense.detach().cpu()
+        dense = dense if dense.dtype == torch.bool else dense.to(torch.float64)
+    out, _ = _differentiable_attention(q, k, v, causal=causal, slopes=slopes, dense=dense, scale=scale,
+                                       masked_below=-math.inf, lowp=False)  # additive values as they are
+    return out
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
 

@@ -37,4 +37,18 @@ struct AttentionProblem {
   int group_size() const { return heads_kv > 0 ? heads_q / heads_kv : 0; }
 };
 
+// The backward of one forward() call: the same problem, whose o and lse now hold what that forward wrote
+// (lse is required), the gradient of the output, and the three gradients to write. grad_k and grad_v have
+// the key/value heads (B, heads_kv, Skv, D): a kv head's gradient is summed over its query-head group.
+// Every view has the problem's dtype and any strides with a unit dim stride, like q, k, v and o.
+struct BackwardProblem {
+  AttentionProblem forward;  // read: q, k, v, o, lse; scale, shapes and stream as in the forward call
+  TensorView grad_o;         // read, (B, heads_q, Sq, D)
+  TensorView grad_q;         // written, (B, heads_q, Sq, D)
+  TensorView grad_k;         // written, (B, heads_kv, Skv, D)
+  TensorView grad_v;         // written, (B, heads_kv, Skv, D)
+  // Bitwise-identical gradients run to run: dQ is accumulated in a fixed order instead of by atomics.
+  bool deterministic = false;
+};
+
 }  // namespace sdpa

@@ -40,10 +40,23 @@ Status forward(const AttentionProblem& problem, const BiasDesc& bias);
 std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias);
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes);
 
+// The backward pass (dQ, dK, dV) of a forward() call with the same bias, on fused kernels only, like
+// forward(). A dense bias's own gradient is not computed here. The kernels need a workspace (fp32 dQ
+// accumulators and per-row dot(dO, O)) of backward_workspace_size() bytes, which the caller owns.
+Status validate_backward(const BackwardProblem& problem, const BiasDesc& bias);
+KernelChoice select_backward(const BackwardProblem& problem, const BiasDesc& bias);
+std::size_t backward_workspace_size(const BackwardProblem& problem, const BiasDesc& bias);
+Status backward(const BackwardProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes);
+
 // The slow, obviously-correct oracle on host memory: q, k, v, o and a dense bias are fp32 (a mask is
 // DType::kBool), the arithmetic is fp64, and the bias formulas are evaluated directly, not through the
 // kernels' bias traits. problem.dtype must be kFloat32.
 Status reference_forward(const AttentionProblem& problem, const BiasDesc& bias);
+
+// The oracle of backward(), on host memory with the conventions of reference_forward(): fp32 tensors,
+// fp64 arithmetic, the bias formulas evaluated directly. Reads q, k, v, grad_o (and neither o nor lse:
+// it recomputes the softmax) and writes grad_q, grad_k, grad_v.
+Status reference_backward(const BackwardProblem& problem, const BiasDesc& bias);
 
 // Names of the fused kernels compiled into this build, one per (arch, bias trait, dtype, head dim).
 std::vector<std::string> compiled_kernels();

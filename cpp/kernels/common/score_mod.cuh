@@ -90,6 +90,17 @@ struct ScoreMod {
     }
   }
 
+  // The backward's inverse of adjust_lse: the LSE of the scores as this form computes them, so that
+  // exp(x - lse) recomputes P exactly (-inf stays -inf).
+  template <int kNRows, class TensorC>
+  __device__ __forceinline__ void unadjust_lse(float (&lse)[kNRows], TensorC const& coord) const {
+    using namespace cute;
+    if constexpr (kSplit) {
+#pragma unroll
+      for (int r = 0; r < kNRows; ++r) lse[r] -= bias.row_part(row0 + get<0>(coord(r, 0)), row0);
+    }
+  }
+
  private:
   // Masked tiles evaluate the trait's score (causal mask and keys past seqlen_kv become -inf); unmasked
   // tiles are known fully valid, so a bias-free trait does nothing there and an additive one only adds

@@ -7,30 +7,19 @@
 #include <string>
 
 #include <cuda_runtime.h>
-#include <cutlass/numeric_types.h>
 
 #include "bias/bias_trait.cuh"
 #include "common/params.hpp"
 #include "common/problem_checks.hpp"
 #include "common/score_mod.cuh"
 #include "common/tile_scheduler.hpp"
+#include "sm80/cute_element.hpp"
 #include "sm80/flash_fwd_kernel_sm80.cuh"
 #include "sm80/fwd_sm80.hpp"
 #include "sm80/kernel_traits_sm80.cuh"
 #include "sm80/tile_size_sm80.hpp"
 
 namespace sdpa {
-
-template <DType kDType>
-struct CuteElement;
-template <>
-struct CuteElement<DType::kFloat16> {
-  using type = cutlass::half_t;
-};
-template <>
-struct CuteElement<DType::kBFloat16> {
-  using type = cutlass::bfloat16_t;
-};
 
 namespace sm80 {
 

@@ -1,0 +1,252 @@
+// The sm80 backward mainloop: one block holds K and V of one key block and walks (query head, query
+// block) steps, recomputing P through the forward's ScoreMod and softmax constant, and accumulating dK and
+// dV in registers. dQ of each step goes to the fp32 accumulators with atomics.
+//
+// Per step: S = Q K^T -> P = exp(x - lse); dP = dO V^T -> dS = P (dP - rowsum(dO O)); P and dS go through
+// smem (the dK/dV products read them transposed); dV += P^T dO, dK += dS^T Q, dQ += dS K.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <math_constants.h>
+
+#include "common/block_coord.hpp"
+#include "common/params_bwd.hpp"
+#include "common/score_mod.cuh"
+#include "common/tile_range.hpp"
+#include "sm80/gemm_sm80.cuh"
+#include "softmax.cuh"
+
+namespace sdpa {
+namespace sm80 {
+
+template <class Traits>
+struct MainloopBwdSm80 {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kQStages = Traits::kQStages;
+
+  // Shared memory, in this order: K, V, kQStages x Q, kQStages x dO, P, dS.
+  struct Smem {
+    Element* k;
+    Element* v;
+    Element* q;
+    Element* d_o;
+    Element* p;
+    Element* ds;
+    explicit __device__ Smem(char* base) {
+      k = reinterpret_cast<Element*>(base);
+      v = k + Traits::kSmemKVElems;
+      q = v + Traits::kSmemKVElems;
+      d_o = q + kQStages * Traits::kSmemQdOElems;
+      p = d_o + kQStages * Traits::kSmemQdOElems;
+      ds = p + Traits::kSmemPdSElems;
+    }
+  };
+
+  // Runs every (query head of the group, query block of `range`) step for key block n_block of kv head
+  // coord.head_kv, adding into acc_dk (unscaled: the caller applies the softmax scale) and acc_dv.
+  template <class Bias, BiasForm kForm, class Params, class TensorDK, class TensorDV>
+  static __device__ __forceinline__ void run(Params const& p, BlockCoord const& coord, int n_block,
+                                             TileRange const& range, TensorDK& acc_dk, TensorDV& acc_dv,
+                                             char* smem_base) {
+    constexpr float kLog2e = 1.4426950408889634f;
+    const int tidx = threadIdx.x;
+    const int b = coord.batch;
+    const int group = p.group_size;
+    const int steps_per_head = range.end - range.begin;
+    const int steps = group * steps_per_head;
+    const int col0 = n_block * kBlockN;
+    // The last key block may end past the sequence: every one of its tiles masks those columns (and keeps
+    // a dense bias read in bounds), whatever the bias's own q_tiles say.
+    const bool partial_n = col0 + kBlockN > p.seqlen_kv;
+    const Smem smem(smem_base);
+
+    Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Traits::SmemLayoutKV{});
+    Tensor sV = make_tensor(make_smem_ptr(smem.v), typename Traits::SmemLayoutKV{});
+    Tensor sKt = make_tensor(make_smem_ptr(smem.k), typename Traits::SmemLayoutKt{});
+    Tensor sKtNoSwizzle = make_tensor(make_smem_ptr(smem.k), typename Traits::SmemLayoutKtNoSwizzle{});
+    Tensor sP = make_tensor(make_smem_ptr(smem.p), typename Traits::SmemLayoutPdS{});
+    Tensor sPt = make_tensor(make_smem_ptr(smem.p), typename Traits::SmemLayoutPdSt{});
+    Tensor sdS = make_tensor(make_smem_ptr(smem.ds), typename Traits::SmemLayoutPdS{});
+    Tensor sdSt = make_tensor(make_smem_ptr(smem.ds), typename Traits::SmemLayoutPdSt{});
+    Tensor sPdStNoSwizzle = make_tensor(make_smem_ptr(smem.p), typename Traits::SmemLayoutPdStNoSwizzle{});
+    auto sQ = [&](int stage) {
+      return make_tensor(make_smem_ptr(smem.q + stage * Traits::kSmemQdOElems), typename Traits::SmemLayoutQdO{});
+    };
+    auto sQt = [&](int stage) {
+      return make_tensor(make_smem_ptr(smem.q + stage * Traits::kSmemQdOElems), typename Traits::SmemLayoutQdOt{});
+    };
+    auto sdO = [&](int stage) {
+      return make_tensor(make_smem_ptr(smem.d_o + stage * Traits::kSmemQdOElems), typename Traits::SmemLayoutQdO{});
+    };
+    auto sdOt = [&](int stage) {
+      return make_tensor(make_smem_ptr(smem.d_o + stage * Traits::kSmemQdOElems),
+                         typename Traits::SmemLayoutQdOt{});
+    };
+    Tensor sQdOtNoSwizzle = make_tensor(make_smem_ptr(smem.q), typename Traits::SmemLayoutQdOtNoSwizzle{});
+
+    // Global -> shared: K and V once, then Q and dO of each step (rows past the sequence read as zeros).
+    typename Traits::GmemTiledCopy g2s;
+    auto g2s_thr = g2s.get_thread_slice(tidx);
+    Tensor cKV = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+    Tensor cQ = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
+    auto kv_tile = [&](TensorView const& view) {
+      return local_tile(head_matrix<kHeadDim>(static_cast<const Element*>(view.data),
+                                              b * view.stride_batch + coord.head_kv * view.stride_head,
+                                              view.stride_seq, p.seqlen_kv),
+                        Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(n_block, 0));
+    };
+    auto q_tile = [&](TensorView const& view, int head, int m_block) {
+      return local_tile(head_matrix<kHeadDim>(static_cast<const Element*>(view.data),
+                                              b * view.stride_batch + head * view.stride_head, view.stride_seq,
+                                              p.seqlen_q),
+                        Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
+    };
+    auto head_of = [&](int step) { return coord.head_kv * group + step / steps_per_head; };
+    auto m_block_of = [&](int step) { return range.begin + step % steps_per_head; };
+    auto load_q_do = [&](int step, int stage) {
+      const int head = head_of(step), m_block = m_block_of(step);
+      const int rows_left = p.seqlen_q - m_block * kBlockM;
+      load_tile(g2s, g2s_thr.partition_S(q_tile(p.q, head, m_block)), g2s_thr.partition_D(sQ(stage)), cQ, rows_left);
+      load_tile(g2s, g2s_thr.partition_S(q_tile(p.grad_o, head, m_block)), g2s_thr.partition_D(sdO(stage)), cQ,
+                rows_left);
+    };
+
+    // The five products' operand fragments and smem -> register copies.
+    typename Traits::TiledMmaSdP mma_sdp;
+    typename Traits::TiledMmadKV mma_dkv;
+    typename Traits::TiledMmadQ mma_dq;
+    auto thr_sdp = mma_sdp.get_thread_slice(tidx);
+    auto thr_dkv = mma_dkv.get_thread_slice(tidx);
+    auto thr_dq = mma_dq.get_thread_slice(tidx);
+    Tensor tSrQ = thr_sdp.partition_fragment_A(sQ(0));
+    Tensor tSrK = thr_sdp.partition_fragment_B(sK);
+    Tensor tdPrdO = thr_sdp.partition_fragment_A(sdO(0));
+    Tensor tdPrV = thr_sdp.partition_fragment_B(sV);
+    Tensor tdKVrPdSt = thr_dkv.partition_fragment_A(sPdStNoSwizzle);  // P^T for dV, dS^T for dK
+    Tensor tdKVrQdOt = thr_dkv.partition_fragment_B(sQdOtNoSwizzle);  // dO^T for dV, Q^T for dK
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);
+    Tensor tdQrKt = thr_dq.partition_fragment_B(sKtNoSwizzle);
+
+    auto s2r_sdp_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_sdp);
+    auto s2r_sdp_a_thr = s2r_sdp_a.get_thread_slice(tidx);
+    auto s2r_sdp_b = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma_sdp);
+    auto s2r_sdp_b_thr = s2r_sdp_b.get_thread_slice(tidx);
+    auto s2r_dkv_a = make_tiled_copy_A(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
+    auto s2r_dkv_a_thr = s2r_dkv_a.get_thread_slice(tidx);
+    auto s2r_dkv_b = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma_dkv);
+    auto s2r_dkv_b_thr = s2r_dkv_b.get_thread_slice(tidx);
+    auto s2r_dq_a = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma_dq);
+    auto s2r_dq_a_thr = s2r_dq_a.get_thread_slice(tidx);
+    auto s2r_dq_b = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma_dq);
+    auto s2r_dq_b_thr = s2r_dq_b.get_thread_slice(tidx);
+    Tensor tSsK = s2r_sdp_b_thr.partition_S(sK);
+    Tensor tdPsV = s2r_sdp_b_thr.partition_S(sV);
+    Tensor tdVsPt = s2r_dkv_a_thr.partition_S(sPt);
+    Tensor tdKsdSt = s2r_dkv_a_thr.partition_S(sdSt);
+    Tensor tdQsdS = s2r_dq_a_thr.partition_S(sdS);
+    Tensor tdQsKt = s2r_dq_b_thr.partition_S(sKt);
+
+    // Register -> shared for P and dS, in the score tiling.
+    auto r2s = make_tiled_copy_C(typename Traits::SmemCopyAtomPdS{}, mma_sdp);
+    auto r2s_thr = r2s.get_thread_slice(tidx);
+    Tensor tPsP = r2s_thr.partition_D(sP);
+    Tensor tdSsdS = r2s_thr.partition_D(sdS);
+
+    // (row, col) inside the score tile of each score this thread holds.
+    Tensor coord_rc = acc_rowcol(thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
+    constexpr int kNRows = decltype(size<0>(coord_rc))::value;
+
+    load_tile(g2s, g2s_thr.partition_S(kv_tile(p.k)), g2s_thr.partition_D(sK), cKV, p.seqlen_kv - col0);
+    load_tile(g2s, g2s_thr.partition_S(kv_tile(p.v)), g2s_thr.partition_D(sV), cKV, p.seqlen_kv - col0);
+    load_q_do(0, 0);
+    cp_async_fence();
+
+    auto step = [&](int t, auto masked) {
+      const int stage = kQStages == 1 ? 0 : t % 2;
+      const int head = head_of(t), m_block = m_block_of(t);
+      const int row0 = m_block * kBlockM;
+      const BlockCoord head_coord{b, coord.head_kv, head, 1, p.seqlen_q, p.seqlen_kv};
+      const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, head_coord, head), row0};
+
+      // Per-row statistics of this step: the LSE (as this form's scores see it) and rowsum(dO O).
+      const int64_t row_base = (int64_t(b) * p.heads_q + head);
+      float lse[kNRows], dpsum[kNRows];
+#pragma unroll
+      for (int r = 0; r < kNRows; ++r) {
+        const int i = row0 + get<0>(coord_rc(r, 0));
+        lse[r] = i < p.seqlen_q ? p.lse[row_base * p.seqlen_q + i] : -CUDART_INF_F;
+        dpsum[r] = p.dpsum[row_base * p.seqlen_q_padded + i];
+      }
+      score_mod.unadjust_lse(lse, coord_rc);
+
+      cp_async_wait<0>();
+      __syncthreads();  // Q(t), dO(t) landed; every warp is done with step t - 1's smem
+      if constexpr (kQStages > 1) {
+        if (t + 1 < steps) load_q_do(t + 1, stage ^ 1);
+        cp_async_fence();
+      }
+
+      Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      score_mod.init(acc_s, coord_rc, p, col0);
+      gemm_ss(acc_s, tSrQ, tSrK, s2r_sdp_a_thr.partition_S(sQ(stage)), tSsK, mma_sdp, s2r_sdp_a, s2r_sdp_a_thr,
+              s2r_sdp_b, s2r_sdp_b_thr);
+      Tensor s = acc_rowcol(acc_s);
+      score_mod.template apply<decltype(masked)::value, Element, kBlockN>(s, coord_rc, p, col0, nullptr);
+#pragma unroll
+      for (int r = 0; r < kNRows; ++r) {
+        // A row that kept no key (lse -inf) or lies past the sequence recomputes P = 0, never inf or NaN.
+        const float lse_c = lse[r] == -CUDART_INF_F ? CUDART_INF_F : lse[r] * kLog2e;
+#pragma unroll
+        for (int k = 0; k < size<1>(s); ++k) s(r, k) = fast_exp2(fmaf(s(r, k), p.softmax_c, -lse_c));
+      }
+
+      Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      clear(acc_dp);
+      gemm_ss(acc_dp, tdPrdO, tdPrV, s2r_sdp_a_thr.partition_S(sdO(stage)), tdPsV, mma_sdp, s2r_sdp_a,
+              s2r_sdp_a_thr, s2r_sdp_b, s2r_sdp_b_thr);
+      Tensor dp = acc_rowcol(acc_dp);
+#pragma unroll
+      for (int r = 0; r < kNRows; ++r) {
+#pragma unroll
+        for (int k = 0; k < size<1>(dp); ++k) dp(r, k) = s(r, k) * (dp(r, k) - dpsum[r]);
+      }
+      copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_s)), tPsP);
+      copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_dp)), tdSsdS);
+      __syncthreads();  // P and dS visible to every warp
+
+      gemm_ss(acc_dv, tdKVrPdSt, tdKVrQdOt, tdVsPt, s2r_dkv_b_thr.partition_S(sdOt(stage)), mma_dkv, s2r_dkv_a,
+              s2r_dkv_a_thr, s2r_dkv_b, s2r_dkv_b_thr);
+      gemm_ss(acc_dk, tdKVrPdSt, tdKVrQdOt, tdKsdSt, s2r_dkv_b_thr.partition_S(sQt(stage)), mma_dkv, s2r_dkv_a,
+              s2r_dkv_a_thr, s2r_dkv_b, s2r_dkv_b_thr);
+      if constexpr (kQStages == 1) {
+        __syncthreads();  // every warp is done reading Q and dO
+        if (t + 1 < steps) load_q_do(t + 1, 0);
+        cp_async_fence();
+      }
+
+      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+      clear(acc_dq);
+      gemm_ss(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, s2r_dq_a, s2r_dq_a_thr, s2r_dq_b, s2r_dq_b_thr);
+      // Padded rows: the accumulators cover whole query blocks, so no predicate (their dS is 0).
+      Tensor g_dq = make_tensor(make_gmem_ptr(p.dq_accum + (row_base * p.seqlen_q_padded + row0) * kHeadDim),
+                                Shape<Int<kBlockM>, Int<kHeadDim>>{}, Stride<Int<kHeadDim>, _1>{});
+      Tensor t_dq = thr_dq.partition_C(g_dq);
+#pragma unroll
+      for (int i = 0; i < size(acc_dq); ++i) atomicAdd(&t_dq(i), acc_dq(i));
+    };
+
+    for (int t = 0; t < steps; ++t) {
+      if (partial_n || range.needs_mask(m_block_of(t))) {
+        step(t, cute::true_type{});
+      } else {
+        step(t, cute::false_type{});
+      }
+    }
+  }
+};
+
+}  // namespace sm80
+}  // namespace sdpa

@@ -1,7 +1,7 @@
-// validate -> key -> archs in preference order, each with its can_implement -> run. Every refusal carries
-// a reason a person can act on.
+// validate -> key -> archs in preference order, each with its can_implement -> run, for the forward and the
+// backward alike: only the validation, the key's direction and the table differ. Every refusal carries a
+// reason a person can act on.
 #include <algorithm>
-#include <array>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -15,20 +15,18 @@ namespace {
 
 Status unsupported(std::string message) { return Status::error(StatusCode::kUnsupported, std::move(message)); }
 
-Selection refused(Status status) {
-  Selection selection;
+template <class Problem>
+SelectionFor<Problem> refused(Status status) {
+  SelectionFor<Problem> selection;
   selection.status = std::move(status);
   return selection;
 }
 
-bool same_kernel_except_arch(const KernelKey& a, const KernelKey& b) {
-  return a.direction == b.direction && a.bias == b.bias && a.dtype == b.dtype && a.head_dim == b.head_dim &&
-         a.variant == b.variant;
-}
-
-std::string compiled_head_dims(BiasId bias, DType dtype) {
+// The head dims `registry` holds for a bias and dtype, for the "not compiled" message.
+template <class Problem>
+std::string compiled_head_dims(const std::vector<KernelEntryFor<Problem>>& registry, BiasId bias, DType dtype) {
   std::vector<int> dims;
-  for (const KernelEntry& k : kernel_registry()) {
+  for (const KernelEntryFor<Problem>& k : registry) {
     if (k.key.bias == bias && k.key.dtype == dtype &&
         std::find(dims.begin(), dims.end(), k.key.head_dim) == dims.end()) {
       dims.push_back(k.key.head_dim);
@@ -39,119 +37,109 @@ std::string compiled_head_dims(BiasId bias, DType dtype) {
   return text.empty() ? "none" : text;
 }
 
-KernelKey forward_key(const AttentionProblem& problem, const BiasDesc& bias) {
+KernelKey make_key(Direction direction, const AttentionProblem& problem, const BiasDesc& bias) {
   KernelKey key;
-  key.direction = Direction::kForward;
+  key.direction = direction;
   key.bias = bias_id(bias);
   key.dtype = problem.dtype;
   key.head_dim = problem.head_dim;
   return key;
 }
 
-}  // namespace
+// The part of a problem that holds its dtype and shapes: the backward's is the forward call it undoes.
+const AttentionProblem& forward_of(const AttentionProblem& problem) { return problem; }
+const AttentionProblem& forward_of(const BackwardProblem& problem) { return problem.forward; }
 
-std::string kernel_name(const KernelEntry& k) {
-  return std::string(k.family) + "<" + bias_id_name(k.key.bias) + ", " + dtype_name(k.key.dtype) + ", hd" +
-         std::to_string(k.key.head_dim) + ">";
-}
-
-Selection select_kernel(const std::vector<KernelEntry>& registry, const KernelKey& key, int capability,
-                        const AttentionProblem& problem, const BiasDesc& bias) {
-  // Runs on every launch: the entries for this key (one per compiled arch) go into a small array, kept
-  // newest arch first by insertion, so a selection allocates nothing and sorts nothing.
-  constexpr std::size_t kMaxArchs = 8;
-  std::array<const KernelEntry*, kMaxArchs> candidates{};
-  std::size_t count = 0;
-  for (const KernelEntry& k : registry) {
-    if (!same_kernel_except_arch(k.key, key) || count == kMaxArchs) continue;
-    std::size_t at = count++;
-    for (; at > 0 && candidates[at - 1]->key.arch < k.key.arch; --at) candidates[at] = candidates[at - 1];
-    candidates[at] = &k;
+// Everything after validation: a CUDA build, a dtype the kernels read, a visible device, then the table.
+template <class Problem>
+SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>& registry, Direction direction,
+                                      const Problem& problem, const BiasDesc& bias) {
+  const AttentionProblem& fwd = forward_of(problem);
+  if (!built_with_cuda()) {
+    return refused<Problem>(Status::error(StatusCode::kNotCompiled, "libsdpa was built without CUDA kernels"));
   }
-  if (count == 0) {
-    return refused(Status::error(StatusCode::kNotCompiled, std::string("no fused kernel compiled for ") +
-                                                               bias_id_name(key.bias) + ", " + dtype_name(key.dtype) +
-                                                               ", head_dim " + std::to_string(key.head_dim)));
+  if (fwd.dtype != DType::kFloat16 && fwd.dtype != DType::kBFloat16) {
+    return refused<Problem>(unsupported(std::string("fused kernels read float16 or bfloat16 inputs; got ") +
+                                        dtype_name(fwd.dtype)));
   }
-  // Newest arch first: a newer kernel is preferred wherever the device can run it.
-  Selection selection;
-  std::vector<std::string> named;  // the refusals prefixed with their kernel, for the joint message
-  for (std::size_t i = 0; i < count; ++i) {
-    const KernelEntry* k = candidates[i];
-    std::string reason;
-    if (capability < k->key.arch) {
-      reason = kernel_name(*k) + " needs compute capability " + std::to_string(k->key.arch) + ", the device has " +
-               std::to_string(capability);
-      named.push_back(reason);
-    } else if (Status s = k->can_implement(problem, bias); !s.ok()) {
-      reason = s.message;
-      named.push_back(kernel_name(*k) + ": " + s.message);
-    } else {
-      selection.status = Status::success();
-      selection.kernel = k;
-      return selection;
-    }
-    selection.refusals.push_back(reason);
+  const int capability = current_compute_capability();
+  if (capability == 0) return refused<Problem>(unsupported("no CUDA device is visible"));
+  const KernelKey key = make_key(direction, fwd, bias);
+  SelectionFor<Problem> selection = select_kernel(registry, key, capability, problem, bias);
+  if (selection.status.code == StatusCode::kNotCompiled) {
+    selection.status.message += " (compiled head dims: " + compiled_head_dims(registry, key.bias, key.dtype) + ")";
   }
-  std::string message = selection.refusals.size() == 1 ? selection.refusals.front() : "";
-  if (selection.refusals.size() > 1) {
-    for (const std::string& r : named) message += (message.empty() ? "" : "; ") + r;
-  }
-  selection.status = unsupported(message);
   return selection;
 }
+
+Selection select_forward_kernel(const AttentionProblem& problem, const BiasDesc& bias) {
+  if (Status s = validate(problem, bias); !s.ok()) return refused<AttentionProblem>(s);
+  return select_compiled(kernel_registry(), Direction::kForward, problem, bias);
+}
+
+BackwardSelection select_backward_kernel(const BackwardProblem& problem, const BiasDesc& bias) {
+  if (Status s = validate_backward(problem, bias); !s.ok()) return refused<BackwardProblem>(s);
+  if (!SDPA_WITH_BACKWARD && built_with_cuda()) {
+    // Said outright: the generic "no fused kernel compiled for ..." would send a reader to the kernel lists.
+    return refused<BackwardProblem>(Status::error(
+        StatusCode::kNotCompiled, "libsdpa was built without backward kernels (SDPA_BUILD_BACKWARD=OFF)"));
+  }
+  return select_compiled(backward_kernel_registry(), Direction::kBackward, problem, bias);
+}
+
+// What the three public calls of each direction make of a selection.
+template <class Problem>
+KernelChoice choice_of(const SelectionFor<Problem>& selection) {
+  return {selection.status, selection.kernel ? kernel_name(*selection.kernel) : ""};
+}
+
+template <class Problem>
+std::size_t workspace_of(const SelectionFor<Problem>& selection, const Problem& problem, const BiasDesc& bias) {
+  return selection.kernel ? selection.kernel->workspace_size(problem, bias) : 0;
+}
+
+template <class Problem>
+Status run_selected(const SelectionFor<Problem>& selection, const Problem& problem, const BiasDesc& bias,
+                    void* workspace, std::size_t workspace_bytes) {
+  if (!selection.kernel) return selection.status;
+  return run_kernel(*selection.kernel, problem, bias, workspace, workspace_bytes);
+}
+
+}  // namespace
 
 bool built_with_cuda() { return SDPA_WITH_CUDA; }
 
 std::vector<std::string> compiled_kernels() {
   std::vector<std::string> names;
   for (const KernelEntry& k : kernel_registry()) names.push_back(kernel_name(k));
+  for (const BackwardKernelEntry& k : backward_kernel_registry()) names.push_back(kernel_name(k));
   return names;
 }
 
-namespace {
-
-Selection select_forward_kernel(const AttentionProblem& problem, const BiasDesc& bias) {
-  if (Status s = validate(problem, bias); !s.ok()) return refused(s);
-  if (!built_with_cuda()) return refused(Status::error(StatusCode::kNotCompiled, "libsdpa was built without CUDA kernels"));
-  if (problem.dtype != DType::kFloat16 && problem.dtype != DType::kBFloat16) {
-    return refused(unsupported(std::string("fused kernels read float16 or bfloat16 inputs; got ") +
-                               dtype_name(problem.dtype)));
-  }
-  const int capability = current_compute_capability();
-  if (capability == 0) return refused(unsupported("no CUDA device is visible"));
-  const KernelKey key = forward_key(problem, bias);
-  Selection selection = select_kernel(kernel_registry(), key, capability, problem, bias);
-  if (selection.status.code == StatusCode::kNotCompiled) {
-    selection.status.message += " (compiled head dims: " + compiled_head_dims(key.bias, key.dtype) + ")";
-  }
-  return selection;
-}
-
-}  // namespace
-
 KernelChoice select_forward(const AttentionProblem& problem, const BiasDesc& bias) {
-  Selection selection = select_forward_kernel(problem, bias);
-  return {selection.status, selection.kernel ? kernel_name(*selection.kernel) : ""};
+  return choice_of(select_forward_kernel(problem, bias));
 }
 
 std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias) {
-  Selection selection = select_forward_kernel(problem, bias);
-  return selection.kernel ? selection.kernel->workspace_size(problem, bias) : 0;
+  return workspace_of(select_forward_kernel(problem, bias), problem, bias);
 }
 
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes) {
-  Selection selection = select_forward_kernel(problem, bias);
-  if (!selection.kernel) return selection.status;
-  const std::size_t needed = selection.kernel->workspace_size(problem, bias);
-  if (workspace_bytes < needed || (needed > 0 && workspace == nullptr)) {
-    return Status::error(StatusCode::kInvalidArgument,
-                         kernel_name(*selection.kernel) + " needs a workspace of " + std::to_string(needed) +
-                             " bytes (forward_workspace_size()); got " + std::to_string(workspace_bytes));
-  }
-  return selection.kernel->run(problem, bias, workspace, workspace_bytes);
+  return run_selected(select_forward_kernel(problem, bias), problem, bias, workspace, workspace_bytes);
 }
 
 Status forward(const AttentionProblem& problem, const BiasDesc& bias) { return forward(problem, bias, nullptr, 0); }
+
+KernelChoice select_backward(const BackwardProblem& problem, const BiasDesc& bias) {
+  return choice_of(select_backward_kernel(problem, bias));
+}
+
+std::size_t backward_workspace_size(const BackwardProblem& problem, const BiasDesc& bias) {
+  return workspace_of(select_backward_kernel(problem, bias), problem, bias);
+}
+
+Status backward(const BackwardProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes) {
+  return run_selected(select_backward_kernel(problem, bias), problem, bias, workspace, workspace_bytes);
+}
 
 }  // namespace sdpa

@@ -1,6 +1,8 @@
-// The table of compiled kernels and how one is chosen. The table's contents are generated
+// The tables of compiled kernels and how one is chosen. The tables' contents are generated
 // (cmake/kernels.cmake); the choice is made here, in plain C++, so a host-only test can drive it with a
-// fake table.
+// fake table. Forward and backward kernels solve different problem types (AttentionProblem,
+// BackwardProblem), so an entry is a template over its problem type and each direction has its own table;
+// the selection algorithm is one template shared by both (kernel_registry.cpp instantiates it for each).
 #pragma once
 
 #include <cstddef>
@@ -13,7 +15,7 @@
 
 namespace sdpa {
 
-enum class Direction : int { kForward = 0 };
+enum class Direction : int { kForward = 0, kBackward = 1 };
 
 // One enumerator per entry of sdpa/bias_traits.def: BiasId::kNoBias, ..., BiasId::kDenseBiasCausalLowerRight.
 enum class BiasId : int {
@@ -53,35 +55,65 @@ struct KernelKey {
   unsigned variant = kVariantNone;
 };
 
-// A kernel family's host lifecycle (see sm80/fwd_sm80.hpp): can_implement, workspace_size, run.
-using CanImplementFn = Status (*)(const AttentionProblem&, const BiasDesc&);
-using WorkspaceSizeFn = std::size_t (*)(const AttentionProblem&, const BiasDesc&);
-using RunFn = Status (*)(const AttentionProblem&, const BiasDesc&, void* workspace, std::size_t workspace_bytes);
+// A kernel family's host lifecycle over the problem type it solves (see sm80/fwd_sm80.hpp and
+// sm80/bwd_sm80.hpp): can_implement, workspace_size, run.
+template <class Problem>
+using CanImplementFnFor = Status (*)(const Problem&, const BiasDesc&);
+template <class Problem>
+using WorkspaceSizeFnFor = std::size_t (*)(const Problem&, const BiasDesc&);
+template <class Problem>
+using RunFnFor = Status (*)(const Problem&, const BiasDesc&, void* workspace, std::size_t workspace_bytes);
 
-struct KernelEntry {
+template <class Problem>
+struct KernelEntryFor {
   KernelKey key;
-  const char* family;  // "fwd_sm80"
-  CanImplementFn can_implement;
-  WorkspaceSizeFn workspace_size;
-  RunFn run;
+  const char* family;  // "fwd_sm80", "bwd_sm80"
+  CanImplementFnFor<Problem> can_implement;
+  WorkspaceSizeFnFor<Problem> workspace_size;
+  RunFnFor<Problem> run;
 };
 
+using KernelEntry = KernelEntryFor<AttentionProblem>;
+using BackwardKernelEntry = KernelEntryFor<BackwardProblem>;
+using CanImplementFn = CanImplementFnFor<AttentionProblem>;
+using WorkspaceSizeFn = WorkspaceSizeFnFor<AttentionProblem>;
+using RunFn = RunFnFor<AttentionProblem>;
+
+// The generated tables: every key's direction is the table's.
 const std::vector<KernelEntry>& kernel_registry();
+const std::vector<BackwardKernelEntry>& backward_kernel_registry();
 
 // e.g. "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd128>"
-std::string kernel_name(const KernelEntry& kernel);
+std::string kernel_name(const KernelKey& key, const char* family);
+template <class Problem>
+std::string kernel_name(const KernelEntryFor<Problem>& kernel) {
+  return kernel_name(kernel.key, kernel.family);
+}
 
-struct Selection {
+template <class Problem>
+struct SelectionFor {
   Status status;
-  const KernelEntry* kernel = nullptr;
+  const KernelEntryFor<Problem>* kernel = nullptr;
   std::vector<std::string> refusals;  // one per entry that matched the key but was refused, in order
 };
+
+using Selection = SelectionFor<AttentionProblem>;
+using BackwardSelection = SelectionFor<BackwardProblem>;
+
+// select_kernel and run_kernel are defined once, in kernel_registry.cpp, for both problem types.
 
 // Picks the kernel for `key` (whose arch is ignored) from `registry`: tries the archs the registry holds
 // for that key newest first, refusing an arch newer than `capability` and any entry whose can_implement()
 // refuses the problem, and records a reason for each refusal. kNotCompiled when no arch has the key;
 // kUnsupported, with every reason, when each one that has it was refused.
-Selection select_kernel(const std::vector<KernelEntry>& registry, const KernelKey& key, int capability,
-                        const AttentionProblem& problem, const BiasDesc& bias);
+template <class Problem>
+SelectionFor<Problem> select_kernel(const std::vector<KernelEntryFor<Problem>>& registry, const KernelKey& key,
+                                    int capability, const Problem& problem, const BiasDesc& bias);
+
+// Runs a selected kernel after checking the caller's workspace against its workspace_size(): a smaller
+// one (or none where bytes are needed) is kInvalidArgument naming the size query of the key's direction.
+template <class Problem>
+Status run_kernel(const KernelEntryFor<Problem>& kernel, const Problem& problem, const BiasDesc& bias,
+                  void* workspace, std::size_t workspace_bytes);
 
 }  // namespace sdpa

@@ -1,7 +1,9 @@
-// The host oracle every fused kernel is tested against. It evaluates the spec literally, one query row at
-// a time, in double precision, and deliberately does not use the kernels' bias traits: a bug in a trait
-// must show up as a mismatch, not be reproduced on both sides.
+// The host oracles every fused kernel is tested against, forward and backward. They evaluate the spec
+// literally, one query row at a time, in double precision, and deliberately do not use the kernels' bias
+// traits: a bug in a trait must show up as a mismatch, not be reproduced on both sides. The backward
+// recomputes each row's softmax with the forward's own helpers, so the two oracles cannot disagree on P.
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -17,14 +19,13 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 Status invalid(std::string message) { return Status::error(StatusCode::kInvalidArgument, std::move(message)); }
 
 // The checks validate() cannot make: the oracle reads plain floats, so everything must be fp32 (or a byte
-// mask), while validate() accepts any dtype a kernel could read.
-Status check_reference_dtypes(const AttentionProblem& p, const BiasDesc& bias) {
+// mask), while validate() accepts any dtype a kernel could read. `caller` names the entry point refusing.
+Status check_reference_dtypes(const AttentionProblem& p, const BiasDesc& bias, const std::string& caller) {
   if (p.dtype != DType::kFloat32) {
-    return invalid(std::string("reference_forward needs dtype float32 for q, k, v and o; got ") + dtype_name(p.dtype));
+    return invalid(caller + " needs dtype float32 for every tensor; got " + dtype_name(p.dtype));
   }
   if (bias.kind == BiasKind::kDense && bias.dense.dtype != DType::kFloat32 && bias.dense.dtype != DType::kBool) {
-    return invalid(std::string("reference_forward needs bias.dense.dtype float32 or bool; got ") +
-                   dtype_name(bias.dense.dtype));
+    return invalid(caller + " needs bias.dense.dtype float32 or bool; got " + dtype_name(bias.dense.dtype));
   }
   return Status::success();
 }
@@ -104,44 +105,145 @@ double max_of(const std::vector<double>& values) {
   return m;
 }
 
-// Softmax over the row, applied to v, written to o; returns the row's log-sum-exp. A row with no kept key
-// has no softmax: its output is 0 and its LSE -inf, as the kernels promise.
-double attend_row(const AttentionProblem& p, const std::vector<double>& scores, int b, int h, int i) {
-  const int kv_head = h / p.group_size();
-  float* o = writable_row_of(p.o, b, h, i);
+// The softmax of one row of scores: a weight per key (0 for removed keys) and the log-sum-exp. A row with
+// no kept key has no softmax: its weights stay 0 and its LSE is -inf, so its output and gradients are 0,
+// as the kernels promise.
+struct RowSoftmax {
+  std::vector<double> weights;
+  double lse = kNegInf;
+};
+
+RowSoftmax row_softmax(const std::vector<double>& scores) {
+  RowSoftmax row;
+  row.weights.assign(scores.size(), 0.0);
   const double m = max_of(scores);
-  if (m == kNegInf) {
-    for (int d = 0; d < p.head_dim; ++d) o[d] = 0.0f;
-    return kNegInf;
-  }
-  std::vector<double> acc(p.head_dim, 0.0);
+  if (m == kNegInf) return row;
   double sum = 0.0;
-  for (int j = 0; j < p.seqlen_kv; ++j) {
+  for (size_t j = 0; j < scores.size(); ++j) {
     if (scores[j] == kNegInf) continue;
-    const double weight = std::exp(scores[j] - m);  // shifted by the max so nothing overflows
-    const float* v = row_of(p.v, b, kv_head, j);
-    for (int d = 0; d < p.head_dim; ++d) acc[d] += weight * v[d];
-    sum += weight;
+    row.weights[j] = std::exp(scores[j] - m);  // shifted by the max so nothing overflows
+    sum += row.weights[j];
   }
-  for (int d = 0; d < p.head_dim; ++d) o[d] = static_cast<float>(acc[d] / sum);
-  return m + std::log(sum);
+  for (double& w : row.weights) w /= sum;
+  row.lse = m + std::log(sum);
+  return row;
+}
+
+// sum_j weights[j] * v[b, kv_head, j]: one output row, in fp64.
+std::vector<double> weighted_values(const AttentionProblem& p, const std::vector<double>& weights, int b, int kv_head) {
+  std::vector<double> out(p.head_dim, 0.0);
+  for (int j = 0; j < p.seqlen_kv; ++j) {
+    if (weights[j] == 0.0) continue;
+    const float* v = row_of(p.v, b, kv_head, j);
+    for (int d = 0; d < p.head_dim; ++d) out[d] += weights[j] * v[d];
+  }
+  return out;
+}
+
+// Writes output row (b, h, i); returns its log-sum-exp.
+double attend_row(const AttentionProblem& p, const RowSoftmax& softmax, int b, int h, int i) {
+  const std::vector<double> out = weighted_values(p, softmax.weights, b, h / p.group_size());
+  float* o = writable_row_of(p.o, b, h, i);
+  for (int d = 0; d < p.head_dim; ++d) o[d] = static_cast<float>(out[d]);
+  return softmax.lse;
+}
+
+// fp64 sums for grad_k and grad_v, (B, heads_kv, Skv, D) contiguous: every query row of every head in a
+// kv head's group adds to them, so they are stored only once all rows are done.
+class KvGradientSums {
+ public:
+  explicit KvGradientSums(const AttentionProblem& p)
+      : p_(p), k_(static_cast<size_t>(p.batch) * p.heads_kv * p.seqlen_kv * p.head_dim, 0.0), v_(k_.size(), 0.0) {}
+
+  double* k_row(int b, int kv_head, int j) { return &k_[index(b, kv_head, j)]; }
+  double* v_row(int b, int kv_head, int j) { return &v_[index(b, kv_head, j)]; }
+
+  void store(const TensorView& grad_k, const TensorView& grad_v) const {
+    for (int b = 0; b < p_.batch; ++b)
+      for (int h = 0; h < p_.heads_kv; ++h)
+        for (int j = 0; j < p_.seqlen_kv; ++j) {
+          float* dk = writable_row_of(grad_k, b, h, j);
+          float* dv = writable_row_of(grad_v, b, h, j);
+          for (int d = 0; d < p_.head_dim; ++d) {
+            dk[d] = static_cast<float>(k_[index(b, h, j) + d]);
+            dv[d] = static_cast<float>(v_[index(b, h, j) + d]);
+          }
+        }
+  }
+
+ private:
+  size_t index(int b, int kv_head, int j) const {
+    return ((static_cast<size_t>(b) * p_.heads_kv + kv_head) * p_.seqlen_kv + j) * p_.head_dim;
+  }
+
+  const AttentionProblem& p_;
+  std::vector<double> k_, v_;
+};
+
+// Query row (b, h, i)'s part of the backward, with P its softmax and O = P V recomputed in fp64:
+//   dP_j = dO . v_j,  dS_j = P_j (dP_j - dO . O),  dQ = scale * sum_j dS_j k_j,
+//   dK_j += scale * dS_j q,  dV_j += P_j dO.
+// Writes the dQ row (0 for a row with no kept key, whose P is 0) and adds to the dK and dV sums.
+void backprop_row(const BackwardProblem& problem, const RowSoftmax& softmax, int b, int h, int i,
+                  KvGradientSums& sums) {
+  const AttentionProblem& p = problem.forward;
+  const int kv_head = h / p.group_size();
+  const float* q = row_of(p.q, b, h, i);
+  const float* d_o = row_of(problem.grad_o, b, h, i);
+  const std::vector<double> o = weighted_values(p, softmax.weights, b, kv_head);
+  double d_o_dot_o = 0.0;
+  for (int d = 0; d < p.head_dim; ++d) d_o_dot_o += d_o[d] * o[d];
+  std::vector<double> dq(p.head_dim, 0.0);
+  for (int j = 0; j < p.seqlen_kv; ++j) {
+    const double weight = softmax.weights[j];
+    if (weight == 0.0) continue;  // a removed key: no gradient flows through it
+    const float* k = row_of(p.k, b, kv_head, j);
+    const double ds = weight * (dot(d_o, row_of(p.v, b, kv_head, j), p.head_dim) - d_o_dot_o);
+    double* dk = sums.k_row(b, kv_head, j);
+    double* dv = sums.v_row(b, kv_head, j);
+    for (int d = 0; d < p.head_dim; ++d) {
+      dq[d] += p.scale * ds * k[d];
+      dk[d] += p.scale * ds * q[d];
+      dv[d] += weight * d_o[d];
+    }
+  }
+  float* grad_q = writable_row_of(problem.grad_q, b, h, i);
+  for (int d = 0; d < p.head_dim; ++d) grad_q[d] = static_cast<float>(dq[d]);
 }
 
 }  // namespace
 
 Status reference_forward(const AttentionProblem& problem, const BiasDesc& bias) {
   if (Status s = validate(problem, bias); !s.ok()) return s;
-  if (Status s = check_reference_dtypes(problem, bias); !s.ok()) return s;
+  if (Status s = check_reference_dtypes(problem, bias, "reference_forward"); !s.ok()) return s;
   for (int b = 0; b < problem.batch; ++b) {
     for (int h = 0; h < problem.heads_q; ++h) {
       for (int i = 0; i < problem.seqlen_q; ++i) {
-        const double lse = attend_row(problem, row_scores(problem, bias, b, h, i), b, h, i);
+        const double lse = attend_row(problem, row_softmax(row_scores(problem, bias, b, h, i)), b, h, i);
         if (problem.lse != nullptr) {
           problem.lse[(static_cast<int64_t>(b) * problem.heads_q + h) * problem.seqlen_q + i] = static_cast<float>(lse);
         }
       }
     }
   }
+  return Status::success();
+}
+
+Status reference_backward(const BackwardProblem& problem, const BiasDesc& bias) {
+  // The kernels' preconditions, lse included although the oracle recomputes the softmax: a problem the
+  // oracle accepts is one backward() accepts too.
+  if (Status s = validate_backward(problem, bias); !s.ok()) return s;
+  const AttentionProblem& p = problem.forward;
+  if (Status s = check_reference_dtypes(p, bias, "reference_backward"); !s.ok()) return s;
+  KvGradientSums sums(p);
+  for (int b = 0; b < p.batch; ++b) {
+    for (int h = 0; h < p.heads_q; ++h) {
+      for (int i = 0; i < p.seqlen_q; ++i) {
+        backprop_row(problem, row_softmax(row_scores(p, bias, b, h, i)), b, h, i, sums);
+      }
+    }
+  }
+  sums.store(problem.grad_k, problem.grad_v);
   return Status::success();
 }
 

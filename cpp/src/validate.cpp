@@ -51,6 +51,19 @@ Status check_bias(const AttentionProblem& p, const BiasDesc& bias) {
   return Status::success();
 }
 
+// What the backward reads or writes beyond the forward call's operands. The views share the problem's
+// dtype by contract (they have no dtype of their own), so validate()'s dtype rule covers them.
+Status check_backward_operands(const BackwardProblem& p) {
+  if (p.forward.lse == nullptr) {
+    return invalid("lse is null: the backward reads the log-sum-exp its forward() call wrote");
+  }
+  for (Status s : {check_tensor(p.grad_o, "grad_o"), check_tensor(p.grad_q, "grad_q"),
+                   check_tensor(p.grad_k, "grad_k"), check_tensor(p.grad_v, "grad_v")}) {
+    if (!s.ok()) return s;
+  }
+  return Status::success();
+}
+
 }  // namespace
 
 Status validate(const AttentionProblem& problem, const BiasDesc& bias) {
@@ -59,6 +72,11 @@ Status validate(const AttentionProblem& problem, const BiasDesc& bias) {
     if (!s.ok()) return s;
   }
   return Status::success();
+}
+
+Status validate_backward(const BackwardProblem& problem, const BiasDesc& bias) {
+  if (Status s = validate(problem.forward, bias); !s.ok()) return s;
+  return check_backward_operands(problem);
 }
 
 }  // namespace sdpa

@@ -1,5 +1,5 @@
-// select_forward()'s answers: which kernel, or why none. Host-only: no tensor is ever read, so the
-// problems point at a small aligned buffer. Checks that need a CUDA build or a visible device skip
+// select_forward()'s and select_backward()'s answers: which kernel, or why none, and validate_backward()'s
+// refusals. Host-only: no tensor is ever read, so the problems point at a small aligned buffer. Checks that need a CUDA build or a visible device skip
 // themselves elsewhere, so each machine checks what it can reach.
 #include <gtest/gtest.h>
 
@@ -48,7 +48,25 @@ sdpa::AttentionProblem aligned_problem(DType dtype = DType::kBFloat16, int head_
   return p;
 }
 
+// The backward of aligned_problem(): every gradient aliases the operand of its shape (never read here).
+sdpa::BackwardProblem aligned_backward_problem(DType dtype = DType::kBFloat16, int head_dim = 64) {
+  sdpa::BackwardProblem p;
+  p.forward = aligned_problem(dtype, head_dim);
+  p.forward.lse = reinterpret_cast<float*>(g_storage);
+  p.grad_o = p.grad_q = p.forward.q;
+  p.grad_k = p.forward.k;
+  p.grad_v = p.forward.v;
+  return p;
+}
+
 bool device_visible() { return sdpa::current_compute_capability() > 0; }
+
+// How many compiled kernels belong to `family` ("fwd_sm80", "bwd_sm80").
+int count_family(const std::string& family) {
+  const std::vector<std::string> names = sdpa::compiled_kernels();
+  return static_cast<int>(std::count_if(names.begin(), names.end(),
+                                        [&](const std::string& name) { return name.rfind(family + "<", 0) == 0; }));
+}
 
 // Every bias the API can express, with the parameters validate() wants present.
 std::vector<BiasDesc> all_biases(DType dtype) {
@@ -76,12 +94,12 @@ TEST(Dispatch, CompiledKernelsMatchTheBuild) {
   EXPECT_FALSE(names.empty()) << "a CUDA build with no kernel in SDPA_KERNEL_* lists";
   std::set<std::string> trait_names;
   for (const BiasDesc& bias : all_biases(DType::kBFloat16)) trait_names.insert(sdpa::bias_trait_name(bias));
-  const std::regex pattern(R"(fwd_sm80<(\w+), (bfloat16|float16), hd(\d+)>)");
+  const std::regex pattern(R"((fwd|bwd)_sm80<(\w+), (bfloat16|float16), hd(\d+)>)");
   std::set<std::string> seen;
   for (const std::string& name : names) {
     std::smatch match;
     ASSERT_TRUE(std::regex_match(name, match, pattern)) << name;
-    EXPECT_TRUE(trait_names.count(match[1])) << name << " names an unknown bias trait";
+    EXPECT_TRUE(trait_names.count(match[2])) << name << " names an unknown bias trait";
     EXPECT_TRUE(seen.insert(name).second) << name << " is listed twice";
   }
 }
@@ -131,9 +149,12 @@ TEST(Dispatch, Float32HasNoFusedKernel) {
 TEST(Dispatch, MissingDeviceIsReported) {
   if (!sdpa::built_with_cuda()) GTEST_SKIP() << "built without CUDA";
   if (device_visible()) GTEST_SKIP() << "a CUDA device is visible";
-  const sdpa::KernelChoice choice = sdpa::select_forward(aligned_problem(), {});
-  EXPECT_EQ(choice.status.code, StatusCode::kUnsupported);
-  EXPECT_TRUE(contains(choice.status.message, "device")) << choice.status.message;
+  std::vector<sdpa::KernelChoice> choices = {sdpa::select_forward(aligned_problem(), {})};
+  if (count_family("bwd_sm80") > 0) choices.push_back(sdpa::select_backward(aligned_backward_problem(), {}));
+  for (const sdpa::KernelChoice& choice : choices) {
+    EXPECT_EQ(choice.status.code, StatusCode::kUnsupported);
+    EXPECT_TRUE(contains(choice.status.message, "device")) << choice.status.message;
+  }
 }
 
 // The views of a problem by operand name, so each can be broken in turn.
@@ -170,33 +191,149 @@ TEST(Dispatch, StrideOfSizeOneDimensionIsIgnored) {
   EXPECT_NE(choice.status.code, StatusCode::kUnsupported) << choice.status.message;
 }
 
-// Each listed kernel is reachable: the problem it names selects exactly it.
-TEST(Dispatch, EveryCompiledKernelIsSelected) {
-  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
-  if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
+// Walks every dtype, head dim and bias: `select(dtype, head_dim, bias)` must name `family`'s kernel exactly
+// where the build compiled it, and say "not compiled" elsewhere. Returns how many compiled ones it met.
+template <class Select>
+int expect_each_compiled_kernel_selected(const std::string& family, Select select) {
+  const std::vector<std::string> names = sdpa::compiled_kernels();
   int checked = 0;
   for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
     for (int head_dim : {32, 64, 96, 128, 192, 256}) {
       for (const BiasDesc& bias : all_biases(dtype)) {
-        const std::string expected = std::string("fwd_sm80<") + sdpa::bias_trait_name(bias) + ", " +
-                                     sdpa::dtype_name(dtype) + ", hd" + std::to_string(head_dim) + ">";
-        const std::vector<std::string> names = sdpa::compiled_kernels();
+        const std::string expected = family + "<" + sdpa::bias_trait_name(bias) + ", " + sdpa::dtype_name(dtype) +
+                                     ", hd" + std::to_string(head_dim) + ">";
         const bool compiled = std::find(names.begin(), names.end(), expected) != names.end();
-        const sdpa::KernelChoice choice = sdpa::select_forward(aligned_problem(dtype, head_dim), bias);
+        const sdpa::KernelChoice choice = select(dtype, head_dim, bias);
         if (compiled) {
           ++checked;
           EXPECT_TRUE(choice.status.ok()) << expected << ": " << choice.status.message;
           EXPECT_EQ(choice.kernel, expected);
         } else {
           EXPECT_EQ(choice.status.code, StatusCode::kNotCompiled) << expected;
-          EXPECT_TRUE(contains(choice.status.message, "head_dim " + std::to_string(head_dim)))
+          // A family left out of the build says so instead of listing head dims.
+          EXPECT_TRUE(contains(choice.status.message, "head_dim " + std::to_string(head_dim)) ||
+                      count_family(family) == 0)
               << choice.status.message;
         }
       }
     }
   }
-  EXPECT_EQ(checked, static_cast<int>(sdpa::compiled_kernels().size()))
-      << "some compiled kernel has a head dim outside the list this test walks";
+  return checked;
+}
+
+// Each listed kernel is reachable: the problem it names selects exactly it.
+TEST(Dispatch, EveryCompiledKernelIsSelected) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
+  const int checked = expect_each_compiled_kernel_selected("fwd_sm80", [](DType dtype, int head_dim, const BiasDesc& bias) {
+    return sdpa::select_forward(aligned_problem(dtype, head_dim), bias);
+  });
+  EXPECT_EQ(checked, count_family("fwd_sm80")) << "some compiled kernel has a head dim outside the list this test walks";
+}
+
+TEST(Dispatch, EveryCompiledBackwardKernelIsSelected) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
+  const int checked = expect_each_compiled_kernel_selected("bwd_sm80", [](DType dtype, int head_dim, const BiasDesc& bias) {
+    return sdpa::select_backward(aligned_backward_problem(dtype, head_dim), bias);
+  });
+  EXPECT_EQ(checked, count_family("bwd_sm80")) << "some compiled kernel has a head dim outside the list this test walks";
+}
+
+// ---- the backward's own arguments and refusals ---------------------------------------------------------
+
+// The fields validate_backward() adds to validate()'s, each nulled in turn by name.
+const char* const kBackwardFields[] = {"lse", "grad_o", "grad_q", "grad_k", "grad_v"};
+
+void null_field(sdpa::BackwardProblem& p, const std::string& name) {
+  if (name == "lse") p.forward.lse = nullptr;
+  if (name == "grad_o") p.grad_o.data = nullptr;
+  if (name == "grad_q") p.grad_q.data = nullptr;
+  if (name == "grad_k") p.grad_k.data = nullptr;
+  if (name == "grad_v") p.grad_v.data = nullptr;
+}
+
+TEST(ValidateBackward, AcceptsAValidProblem) {
+  for (const BiasDesc& bias : all_biases(DType::kBFloat16)) {
+    const sdpa::Status s = sdpa::validate_backward(aligned_backward_problem(), bias);
+    EXPECT_TRUE(s.ok()) << sdpa::bias_trait_name(bias) << ": " << s.message;
+  }
+}
+
+TEST(ValidateBackward, NullOperandIsNamed) {
+  for (const std::string name : kBackwardFields) {
+    sdpa::BackwardProblem p = aligned_backward_problem();
+    null_field(p, name);
+    const sdpa::Status s = sdpa::validate_backward(p, {});
+    EXPECT_EQ(s.code, StatusCode::kInvalidArgument) << name;
+    EXPECT_EQ(s.message.rfind(name, 0), 0u) << "message should start with " << name << ": " << s.message;
+  }
+}
+
+// Everything validate() checks on the forward call is checked again: shapes, operands, dtype and bias.
+TEST(ValidateBackward, ForwardChecksStillApply) {
+  sdpa::BackwardProblem p = aligned_backward_problem();
+  p.forward.v.data = nullptr;
+  sdpa::Status s = sdpa::validate_backward(p, {});
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(s.message, "v.data")) << s.message;
+
+  p = aligned_backward_problem();
+  p.forward.heads_kv = 3;
+  s = sdpa::validate_backward(p, {});
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(s.message, "heads_kv")) << s.message;
+
+  p = aligned_backward_problem();
+  p.forward.dtype = DType::kBool;
+  s = sdpa::validate_backward(p, {});
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(s.message, "dtype")) << s.message;
+
+  BiasDesc dense;
+  dense.kind = BiasKind::kDense;
+  dense.dense = {g_storage, DType::kFloat16, 0, 0, 0, 1};  // neither bool nor the problem's bf16
+  s = sdpa::validate_backward(aligned_backward_problem(), dense);
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(s.message, "bias.dense.dtype")) << s.message;
+}
+
+// select_backward() and backward() validate first, on every build.
+TEST(Dispatch, BackwardInvalidArgumentsComeFirst) {
+  for (const std::string name : kBackwardFields) {
+    sdpa::BackwardProblem p = aligned_backward_problem();
+    null_field(p, name);
+    const sdpa::KernelChoice choice = sdpa::select_backward(p, {});
+    EXPECT_EQ(choice.status.code, StatusCode::kInvalidArgument) << name;
+    EXPECT_TRUE(contains(choice.status.message, name)) << choice.status.message;
+    EXPECT_TRUE(choice.kernel.empty());
+    EXPECT_EQ(sdpa::backward(p, {}, g_storage, sizeof g_storage).code, StatusCode::kInvalidArgument) << name;
+    EXPECT_EQ(sdpa::backward_workspace_size(p, {}), 0u) << name;
+  }
+}
+
+TEST(Dispatch, BackwardBuildWithoutCudaSaysSo) {
+  if (sdpa::built_with_cuda()) GTEST_SKIP() << "this build has CUDA kernels";
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16, DType::kFloat32}) {
+    for (const BiasDesc& bias : all_biases(dtype)) {
+      const sdpa::BackwardProblem p = aligned_backward_problem(dtype);
+      const sdpa::KernelChoice choice = sdpa::select_backward(p, bias);
+      EXPECT_EQ(choice.status.code, StatusCode::kNotCompiled) << sdpa::bias_trait_name(bias);
+      EXPECT_TRUE(contains(choice.status.message, "CUDA")) << choice.status.message;
+      EXPECT_TRUE(choice.kernel.empty());
+      EXPECT_EQ(sdpa::backward_workspace_size(p, bias), 0u);
+      EXPECT_EQ(sdpa::backward(p, bias, nullptr, 0).code, StatusCode::kNotCompiled);
+    }
+  }
+}
+
+TEST(Dispatch, BackwardFloat32HasNoFusedKernel) {
+  if (!sdpa::built_with_cuda()) GTEST_SKIP() << "built without CUDA: every problem is not_compiled";
+  if (count_family("bwd_sm80") == 0) GTEST_SKIP() << "built without backward kernels: every problem is not_compiled";
+  const sdpa::KernelChoice choice = sdpa::select_backward(aligned_backward_problem(DType::kFloat32), {});
+  EXPECT_EQ(choice.status.code, StatusCode::kUnsupported);
+  EXPECT_TRUE(contains(choice.status.message, "float32")) << choice.status.message;
+  EXPECT_TRUE(choice.kernel.empty());
 }
 
 // ---- the choice among archs, on a fake registry (no kernel runs) ---------------------------------------
@@ -210,13 +347,18 @@ sdpa::Status never_run(const sdpa::AttentionProblem&, const BiasDesc&, void*, st
   return sdpa::Status::error(StatusCode::kCudaError, "a fake kernel never runs");
 }
 
-sdpa::KernelEntry fake_entry(int arch, const char* family, sdpa::CanImplementFn can_implement, int head_dim = 64) {
+sdpa::KernelKey fake_key(int arch, int head_dim, sdpa::Direction direction = sdpa::Direction::kForward) {
   sdpa::KernelKey key;
+  key.direction = direction;
   key.arch = arch;
   key.bias = sdpa::BiasId::kAlibiCausalUpperLeft;
   key.dtype = DType::kBFloat16;
   key.head_dim = head_dim;
-  return {key, family, can_implement, &no_workspace, &never_run};
+  return key;
+}
+
+sdpa::KernelEntry fake_entry(int arch, const char* family, sdpa::CanImplementFn can_implement, int head_dim = 64) {
+  return {fake_key(arch, head_dim), family, can_implement, &no_workspace, &never_run};
 }
 
 sdpa::KernelKey wanted_key() { return fake_entry(0, "", &accept).key; }
@@ -277,6 +419,84 @@ TEST(DispatchRegistry, MissingKeyIsNotCompiled) {
   EXPECT_EQ(s.status.code, StatusCode::kNotCompiled);
   EXPECT_TRUE(contains(s.status.message, "AlibiCausalUpperLeft, bfloat16, head_dim 64")) << s.status.message;
   EXPECT_TRUE(s.refusals.empty());
+}
+
+// ---- the backward table: the same selection over BackwardProblem entries ------------------------------
+
+sdpa::Status accept_backward(const sdpa::BackwardProblem&, const BiasDesc&) { return sdpa::Status::success(); }
+sdpa::Status refuse_deterministic(const sdpa::BackwardProblem& p, const BiasDesc&) {
+  if (!p.deterministic) return sdpa::Status::success();
+  return sdpa::Status::error(StatusCode::kUnsupported, "no deterministic mode");
+}
+constexpr std::size_t kFakeBackwardWorkspace = 4096;
+std::size_t fake_backward_workspace(const sdpa::BackwardProblem&, const BiasDesc&) { return kFakeBackwardWorkspace; }
+int g_backward_runs = 0;
+sdpa::Status count_backward_run(const sdpa::BackwardProblem&, const BiasDesc&, void*, std::size_t) {
+  ++g_backward_runs;
+  return sdpa::Status::success();
+}
+
+sdpa::BackwardKernelEntry fake_backward_entry(int arch, const char* family,
+                                              sdpa::CanImplementFnFor<sdpa::BackwardProblem> can_implement,
+                                              sdpa::Direction direction = sdpa::Direction::kBackward) {
+  return {fake_key(arch, 64, direction), family, can_implement, &fake_backward_workspace, &count_backward_run};
+}
+
+sdpa::KernelKey wanted_backward_key() { return fake_key(0, 64, sdpa::Direction::kBackward); }
+
+// The backward problem reaches can_implement: the sm90 entry refuses deterministic mode, sm80 takes it.
+TEST(DispatchRegistry, BackwardRefusalFallsThroughToSm80) {
+  const std::vector<sdpa::BackwardKernelEntry> registry = {fake_backward_entry(80, "bwd_sm80", &accept_backward),
+                                                           fake_backward_entry(90, "bwd_sm90", &refuse_deterministic)};
+  sdpa::BackwardProblem p = aligned_backward_problem();
+  sdpa::BackwardSelection s = sdpa::select_kernel(registry, wanted_backward_key(), 90, p, {});
+  ASSERT_TRUE(s.status.ok()) << s.status.message;
+  EXPECT_EQ(sdpa::kernel_name(*s.kernel), "bwd_sm90<AlibiCausalUpperLeft, bfloat16, hd64>");
+  EXPECT_TRUE(s.refusals.empty());
+
+  p.deterministic = true;
+  s = sdpa::select_kernel(registry, wanted_backward_key(), 90, p, {});
+  ASSERT_TRUE(s.status.ok()) << s.status.message;
+  EXPECT_EQ(sdpa::kernel_name(*s.kernel), "bwd_sm80<AlibiCausalUpperLeft, bfloat16, hd64>");
+  ASSERT_EQ(s.refusals.size(), 1u);
+  EXPECT_EQ(s.refusals[0], "no deterministic mode");
+}
+
+// A key's direction is part of it: a backward request never picks an entry keyed as a forward.
+TEST(DispatchRegistry, DirectionIsPartOfTheKey) {
+  const std::vector<sdpa::BackwardKernelEntry> registry = {
+      fake_backward_entry(80, "fwd_sm80", &accept_backward, sdpa::Direction::kForward)};
+  const sdpa::BackwardSelection s =
+      sdpa::select_kernel(registry, wanted_backward_key(), 90, aligned_backward_problem(), {});
+  EXPECT_EQ(s.status.code, StatusCode::kNotCompiled);
+  EXPECT_EQ(s.kernel, nullptr);
+}
+
+// run_kernel() is where forward() and backward() check the caller's workspace before launching.
+TEST(DispatchRegistry, RunKernelRefusesASmallWorkspace) {
+  const sdpa::BackwardKernelEntry kernel = fake_backward_entry(80, "bwd_sm80", &accept_backward);
+  const sdpa::BackwardProblem p = aligned_backward_problem();
+  g_backward_runs = 0;
+  sdpa::Status s = sdpa::run_kernel(kernel, p, {}, g_storage, kFakeBackwardWorkspace - 1);
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(s.message, "backward_workspace_size()")) << s.message;
+  EXPECT_TRUE(contains(s.message, std::to_string(kFakeBackwardWorkspace) + " bytes")) << s.message;
+  s = sdpa::run_kernel(kernel, p, {}, nullptr, kFakeBackwardWorkspace);
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument) << "a null workspace of the right size";
+  EXPECT_EQ(g_backward_runs, 0) << "a refused workspace must not launch";
+
+  s = sdpa::run_kernel(kernel, p, {}, g_storage, kFakeBackwardWorkspace);
+  EXPECT_TRUE(s.ok()) << s.message;
+  EXPECT_EQ(g_backward_runs, 1);
+}
+
+TEST(DispatchRegistry, ForwardWorkspaceRefusalNamesTheForwardQuery) {
+  const sdpa::KernelEntry kernel = {fake_key(80, 64), "fwd_sm80", &accept,
+                                    [](const sdpa::AttentionProblem&, const BiasDesc&) -> std::size_t { return 16; },
+                                    &never_run};
+  const sdpa::Status s = sdpa::run_kernel(kernel, aligned_problem(), {}, nullptr, 0);
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(contains(s.message, "forward_workspace_size()")) << s.message;
 }
 
 }  // namespace

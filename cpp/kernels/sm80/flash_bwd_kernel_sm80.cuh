@@ -2,6 +2,7 @@
 //   flash_bwd_preprocess_sm80   rowsum(dO * O) per query row, and zeroed fp32 dQ accumulators
 //   flash_bwd_dkdv_kernel_sm80  one block per (key block, kv head, batch): dK, dV, and dQ by atomics
 //   flash_bwd_convert_dq_sm80   dQ = scale * accumulator, in the input dtype and the caller's strides
+// or, in deterministic mode, the dK/dV kernel without dQ and flash_bwd_dq_kernel_sm80 (its own file).
 // The bias reaches the backward only through the same ScoreMod as the forward, and only the query
 // blocks its q_tiles() name are visited.
 #pragma once
@@ -65,7 +66,7 @@ __global__ void __launch_bounds__(BwdRowKernel<kHeadDim>::kThreads)
   acc[1] = make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
-template <class Traits, class Bias, BiasForm kForm>
+template <class Traits, class Bias, BiasForm kForm, bool kAtomicDq>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_bwd_dkdv_kernel_sm80(const __grid_constant__ BwdParams<typename Bias::Params> p) {
   using namespace cute;
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   extern __shared__ __align__(128) char smem[];
   // Keys no query sees (e.g. upper-left causal with Sq < Skv) get zero gradients.
   if (!range.empty()) {
-    sm80::MainloopBwdSm80<Traits>::template run<Bias, kForm>(p, coord, n_block, range, acc_dk, acc_dv, smem);
+    sm80::MainloopBwdSm80<Traits>::template run<Bias, kForm, kAtomicDq>(p, coord, n_block, range, acc_dk, acc_dv, smem);
   }
 
   // dK carries the softmax scale of S = scale * Q K^T (dV does not). Rows past the sequence are dropped.

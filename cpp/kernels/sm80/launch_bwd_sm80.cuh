@@ -14,6 +14,7 @@
 #include "common/problem_checks.hpp"
 #include "sm80/bwd_sm80.hpp"
 #include "sm80/cute_element.hpp"
+#include "sm80/flash_bwd_dq_kernel_sm80.cuh"
 #include "sm80/flash_bwd_kernel_sm80.cuh"
 #include "sm80/kernel_traits_bwd_sm80.cuh"
 
@@ -24,6 +25,16 @@ inline Status launch_status(const char* what) {
   cudaError_t err = cudaGetLastError();
   if (err == cudaSuccess) return Status::success();
   return Status::error(StatusCode::kCudaError, std::string("launch_bwd_sm80: ") + what + ": " + cudaGetErrorString(err));
+}
+
+template <class Kernel>
+Status allow_smem(Kernel kernel, int bytes) {
+  if (bytes <= 48 * 1024) return Status::success();
+  // Per-function attribute, cheap to set again; done every call so no static state needs a lock.
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err == cudaSuccess) return Status::success();
+  return Status::error(StatusCode::kCudaError,
+                       std::string("launch_bwd_sm80: cudaFuncSetAttribute: ") + cudaGetErrorString(err));
 }
 
 template <class Traits, class Bias, BiasForm kForm>
@@ -39,24 +50,29 @@ Status launch_bwd_kernels(const BackwardProblem& problem, const BwdParams<typena
       <<<dim3(params.seqlen_q_padded / Rows::kRows, fwd.heads_q, fwd.batch), Rows::kThreads, 0, stream>>>(params);
   if (Status s = launch_status("preprocess"); !s.ok()) return s;
 
-  auto kernel = flash_bwd_dkdv_kernel_sm80<Traits, Bias, kForm>;
-  constexpr int kSmem = Traits::kSmemBytes;
-  if (kSmem > 48 * 1024) {
-    // Per-function attribute, cheap to set again; done every call so no static state needs a lock.
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-    if (err != cudaSuccess) {
-      return Status::error(StatusCode::kCudaError,
-                           std::string("launch_bwd_sm80: cudaFuncSetAttribute: ") + cudaGetErrorString(err));
-    }
-  }
   const int n_blocks = (fwd.seqlen_kv + Traits::kBlockN - 1) / Traits::kBlockN;
-  kernel<<<dim3(n_blocks, fwd.heads_kv, fwd.batch), Traits::kNThreads, kSmem, stream>>>(params);
+  const dim3 dkdv_grid(n_blocks, fwd.heads_kv, fwd.batch);
+  if (!problem.deterministic) {
+    auto kernel = flash_bwd_dkdv_kernel_sm80<Traits, Bias, kForm, true>;
+    if (Status s = allow_smem(kernel, Traits::kSmemBytes); !s.ok()) return s;
+    kernel<<<dkdv_grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(params);
+    if (Status s = launch_status("dkdv"); !s.ok()) return s;
+    flash_bwd_convert_dq_sm80<Element, Traits::kHeadDim, Params>
+        <<<dim3((fwd.seqlen_q + Rows::kRows - 1) / Rows::kRows, fwd.heads_q, fwd.batch), Rows::kThreads, 0,
+           stream>>>(params);
+    return launch_status("convert_dq");
+  }
+  // Deterministic: no atomics anywhere; dQ is summed over key tiles in order by its own kernel.
+  auto dkdv = flash_bwd_dkdv_kernel_sm80<Traits, Bias, kForm, false>;
+  if (Status s = allow_smem(dkdv, Traits::kSmemBytes); !s.ok()) return s;
+  dkdv<<<dkdv_grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(params);
   if (Status s = launch_status("dkdv"); !s.ok()) return s;
-
-  flash_bwd_convert_dq_sm80<Element, Traits::kHeadDim, Params>
-      <<<dim3((fwd.seqlen_q + Rows::kRows - 1) / Rows::kRows, fwd.heads_q, fwd.batch), Rows::kThreads, 0, stream>>>(
-          params);
-  return launch_status("convert_dq");
+  auto dq = flash_bwd_dq_kernel_sm80<Traits, Bias, kForm>;
+  constexpr int kDqSmem = bwd_dq_smem_bytes<Traits>();
+  if (Status s = allow_smem(dq, kDqSmem); !s.ok()) return s;
+  dq<<<dim3(params.seqlen_q_padded / Traits::kBlockM, fwd.heads_q, fwd.batch), Traits::kNThreads, kDqSmem, stream>>>(
+      params);
+  return launch_status("dq");
 }
 
 template <DType kDType, int kHeadDim>
@@ -77,10 +93,6 @@ Status BwdSm80<Bias, kDType, kHeadDim>::can_implement(const BackwardProblem& pro
   const AttentionProblem& fwd = problem.forward;
   if (fwd.dtype != kDType || fwd.head_dim != kHeadDim) {
     return Status::error(StatusCode::kUnsupported, "bwd_sm80: the problem's dtype or head dim is not the kernel's");
-  }
-  if (problem.deterministic) {
-    return Status::error(StatusCode::kUnsupported,
-                         "bwd_sm80: no deterministic mode yet (dQ is accumulated with atomics)");
   }
   if (Status s = check_rows_16b_aligned(fwd); !s.ok()) return s;
   AttentionProblem grads = fwd;  // the gradients, checked as the operands of the same shapes

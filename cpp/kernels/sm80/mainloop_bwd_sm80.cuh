@@ -46,8 +46,9 @@ struct MainloopBwdSm80 {
   };
 
   // Runs every (query head of the group, query block of `range`) step for key block n_block of kv head
-  // coord.head_kv, adding into acc_dk (unscaled: the caller applies the softmax scale) and acc_dv.
-  template <class Bias, BiasForm kForm, class Params, class TensorDK, class TensorDV>
+  // coord.head_kv, adding into acc_dk (unscaled: the caller applies the softmax scale) and acc_dv. With
+  // kAtomicDq each step also adds its dQ to the fp32 accumulators; without, a dQ kernel computes it.
+  template <class Bias, BiasForm kForm, bool kAtomicDq, class Params, class TensorDK, class TensorDV>
   static __device__ __forceinline__ void run(Params const& p, BlockCoord const& coord, int n_block,
                                              TileRange const& range, TensorDK& acc_dk, TensorDV& acc_dv,
                                              char* smem_base) {
@@ -227,15 +228,17 @@ struct MainloopBwdSm80 {
         cp_async_fence();
       }
 
-      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
-      clear(acc_dq);
-      gemm_ss(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, s2r_dq_a, s2r_dq_a_thr, s2r_dq_b, s2r_dq_b_thr);
-      // Padded rows: the accumulators cover whole query blocks, so no predicate (their dS is 0).
-      Tensor g_dq = make_tensor(make_gmem_ptr(p.dq_accum + (row_base * p.seqlen_q_padded + row0) * kHeadDim),
-                                Shape<Int<kBlockM>, Int<kHeadDim>>{}, Stride<Int<kHeadDim>, _1>{});
-      Tensor t_dq = thr_dq.partition_C(g_dq);
+      if constexpr (kAtomicDq) {
+        Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+        clear(acc_dq);
+        gemm_ss(acc_dq, tdQrdS, tdQrKt, tdQsdS, tdQsKt, mma_dq, s2r_dq_a, s2r_dq_a_thr, s2r_dq_b, s2r_dq_b_thr);
+        // Padded rows: the accumulators cover whole query blocks, so no predicate (their dS is 0).
+        Tensor g_dq = make_tensor(make_gmem_ptr(p.dq_accum + (row_base * p.seqlen_q_padded + row0) * kHeadDim),
+                                  Shape<Int<kBlockM>, Int<kHeadDim>>{}, Stride<Int<kHeadDim>, _1>{});
+        Tensor t_dq = thr_dq.partition_C(g_dq);
 #pragma unroll
-      for (int i = 0; i < size(acc_dq); ++i) atomicAdd(&t_dq(i), acc_dq(i));
+        for (int i = 0; i < size(acc_dq); ++i) atomicAdd(&t_dq(i), acc_dq(i));
+      }
     };
 
     for (int t = 0; t < steps; ++t) {

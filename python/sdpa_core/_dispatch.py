@@ -1,7 +1,8 @@
 """Where a built-in bias goes: a fused libsdpa kernel when one covers the inputs, else PyTorch.
 
 ``KernelBias`` is a bias as libsdpa sees it (an additive part plus a causal variant). ``attention`` runs
-it; ``plan`` says what ``attention`` would do and why, for ``explain()``.
+it, training calls included (the fused forward and backward as one autograd node, ``_autograd.py``);
+``plan`` says what ``attention`` would do and why, for ``explain()``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 
 import torch
 
-from . import _fallback, _kernels, _routing
+from . import _autograd, _fallback, _kernels, _routing
 from ._kernel_bias import KernelBias
 
 
@@ -21,9 +22,16 @@ def default_scale(query: torch.Tensor, scale: float | None) -> float:
 _FUSED_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def needs_grad(query, key, value, dense) -> bool:
-    return (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad
-                                         or (dense is not None and dense.requires_grad)))
+def needs_grad(query, key, value) -> bool:
+    """A training call: autograd will ask for the gradient of query, key or value."""
+    return torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
+
+
+def bias_needs_grad(bias: KernelBias) -> bool:
+    """The bias itself wants a gradient (a TensorBias tensor or ALiBi slopes that require grad), which the
+    fused backward does not compute: such calls run on PyTorch, whose autograd gives it."""
+    return torch.is_grad_enabled() and ((bias.dense is not None and bias.dense.requires_grad)
+                                        or (bias.slopes is not None and bias.slopes.requires_grad))
 
 
 def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> list[str]:
@@ -37,8 +45,9 @@ def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> li
         reasons.append(f"fused kernels read float16 or bfloat16 inputs; got {query.dtype}")
     if dropout_p > 0.0:
         reasons.append("dropout_p > 0: the fused kernels have no dropout")
-    if needs_grad(query, key, value, bias.dense):
-        reasons.append("inputs require grad: sdpa_core has no fused backward yet, so PyTorch runs the forward "
+    if bias_needs_grad(bias):
+        what = "attn_mask requires" if bias.dense is not None else "the ALiBi slopes require"
+        reasons.append(f"{what} grad: the fused backward computes no bias gradient, so PyTorch runs the forward "
                        "and its backward")
     if value.shape[-1] != query.shape[-1]:
         reasons.append(f"value head_dim {value.shape[-1]} differs from query head_dim {query.shape[-1]}")
@@ -55,44 +64,80 @@ def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> li
 def fused_eligible(query, key, value, bias: KernelBias, dropout_p: float) -> bool:
     """python_refusals(...) == [], as one expression: the eager hot path asks this, explain() asks for the
     reasons. tests/python/test_api.py and test_fused_gpu.py check that the two agree."""
-    dense = bias.dense
+    dense, slopes = bias.dense, bias.slopes
     return (query.is_cuda and query.dtype in _FUSED_DTYPES and dropout_p <= 0.0
-            and not needs_grad(query, key, value, dense)
             and value.shape[-1] == query.shape[-1] and query.numel() != 0 and key.numel() != 0
             and query.stride(-1) == 1 and key.stride(-1) == 1 and value.stride(-1) == 1
-            and (dense is None or dense.dtype is torch.bool or dense.dtype is query.dtype))
+            and (dense is None or dense.dtype is torch.bool or dense.dtype is query.dtype)
+            and not (((dense is not None and dense.requires_grad) or (slopes is not None and slopes.requires_grad))
+                     and torch.is_grad_enabled()))
 
 
 def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float,
               enable_gqa: bool) -> torch.Tensor:
-    """The whole dispatch: sdpa_core's fused kernel, or PyTorch with the cheapest equivalent request."""
-    if (fused_eligible(query, key, value, bias, dropout_p)
-            and not _routing.torch_is_faster(query, bias)):
-        if torch.compiler.is_compiling():
-            from . import _ops  # registered lazily: importing torch.library ops costs eager users nothing
+    """The whole dispatch: sdpa_core's fused kernels, or PyTorch with the cheapest equivalent request.
 
-            return _ops.attention_fwd(query, key, value, int(bias.kind), int(bias.causal or 0), bias.slopes,
-                                      bias.dense, default_scale(query, scale), enable_gqa)
-        out = _kernels.try_forward(*_kernels.aligned(query, key, value), bias, default_scale(query, scale))
-        if out is not None:
-            return out
-    elif query.is_cuda and not torch.compiler.is_compiling():
+    A training call (query, key or value need grad) runs fused only where libsdpa has both the forward and
+    the backward kernel: the pair is one autograd node, and a torch forward cannot feed our backward."""
+    compiling = torch.compiler.is_compiling()
+    if fused_eligible(query, key, value, bias, dropout_p) and not _routing.torch_is_faster(query, bias):
+        training = needs_grad(query, key, value)
+        if compiling:
+            from . import _compiled  # imported while tracing only: eager users never load dynamo or the ops
+
+            out = _compiled.attention(query, key, value, bias, default_scale(query, scale), enable_gqa, training)
+            if out is not None:
+                return out
+        else:
+            query, key, value = _kernels.aligned(query, key, value)
+            scale_value = default_scale(query, scale)
+            if not training:
+                out = _kernels.try_forward(query, key, value, bias, scale_value)
+                if out is not None:
+                    return out
+            elif _kernels.select_training(query, key, value, bias, scale_value,
+                                          torch.are_deterministic_algorithms_enabled())[1]:
+                return _autograd.FusedAttention.apply(query, key, value, bias, scale_value)
+    elif query.is_cuda and not compiling:
         query, key, value = _kernels.aligned(query, key, value)  # torch's kernels get some misaligned layouts wrong
     return _fallback.attention(query, key, value, bias, scale, dropout_p, enable_gqa)
 
 
-def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> tuple[str, list[str]]:
-    """(path, reasons): path is "fused:<kernel>", "torch:<request>" with the reasons it is not fused."""
+class Plan:
+    """What attention() does with a call, for explain(): ``path`` is "fused:<kernel>" or "torch:<request>",
+    ``reasons`` why it is not fused (or notes on the fused path). ``backward`` is "" for a call that needs
+    no gradient, else "fused:<kernel>" or "torch" (autograd through the torch request)."""
+
+    __slots__ = ("path", "reasons", "backward")
+
+    def __init__(self, path: str, reasons: list[str], backward: str):
+        self.path, self.reasons, self.backward = path, reasons, backward
+
+
+def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> Plan:
+    """The path attention() takes for these arguments, and why. Launches nothing."""
     reasons = python_refusals(query, key, value, bias, dropout_p)
-    if not reasons and query.is_cuda:
+    training = needs_grad(query, key, value)
+    torch_backward = "torch" if training else ""
+    if not reasons:  # CUDA inputs: python_refusals refuses any other device
         faster = _routing.torch_is_faster(query, bias)
         if faster:
-            return "torch:" + _fallback.describe(bias, query, key), [faster]
+            return Plan("torch:" + _fallback.describe(bias, query, key), [faster], torch_backward)
         aligned = _kernels.aligned(query, key, value)
-        kernel, reason = _kernels.select(*aligned, bias, default_scale(query, scale))
+        scale_value = default_scale(query, scale)
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        if training:
+            kernel, backward, reason = _kernels.select_training(*aligned, bias, scale_value, deterministic)
+            if kernel and not backward:
+                kernel, reason = "", (f"no fused backward for this call ({reason}); PyTorch runs the forward too: "
+                                      f"a training call runs both passes on one path")
+        else:
+            (kernel, reason), backward = _kernels.select(*aligned, bias, scale_value), ""
         if kernel:
             copied = [n for n, a, t in zip(("query", "key", "value"), aligned, (query, key, value)) if a is not t]
             notes = [f"{', '.join(copied)} copied to an aligned layout first"] if copied else []
-            return "fused:" + kernel, notes
+            if backward and deterministic:
+                backward += " (deterministic: torch.use_deterministic_algorithms is on)"
+            return Plan("fused:" + kernel, notes, "fused:" + backward if backward else "")
         reasons.append(reason)
-    return "torch:" + _fallback.describe(bias, query, key), reasons
+    return Plan("torch:" + _fallback.describe(bias, query, key), reasons, torch_backward)

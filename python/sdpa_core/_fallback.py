@@ -32,7 +32,8 @@ def attention(query, key, value, bias, scale: float | None, dropout_p: float, en
     sdpa = _Sdpa(query, key, value, scale, dropout_p, enable_gqa)
     if bias.kind == 0:  # BiasKind.NONE
         out = _causal_only(sdpa, bias.causal, seq_q, seq_kv)
-    elif bias.kind == 1 and not _wide_mask_ok(query.device):  # BiasKind.ALIBI in half precision
+    elif bias.kind == 1 and not _wide_mask_ok(query.device) and not (
+            bias.slopes.requires_grad and torch.is_grad_enabled()):  # ALiBi in half precision, slopes fixed
         mask, keep = _alibi_mask_half(bias, query, seq_q, seq_kv)
         out = sdpa(attn_mask=mask)
         if keep is not None:  # rows with no kept key are known from the causal pattern alone
@@ -127,23 +128,31 @@ def _wide_mask_ok(device: torch.device) -> bool:
 def _degenerate(query, key, value, bias, scale, dropout_p: float, enable_gqa: bool) -> torch.Tensor:
     """Empty dimensions and head_dim 0 in plain torch ops (some of torch's kernels divide by these sizes).
     Scores are q k^T * scale + bias; a row with no key left (Skv = 0 included) is 0."""
-    seq_q, seq_kv = query.shape[-2], key.shape[-2]
     if enable_gqa and key.shape[-3] not in (0, query.shape[-3]):
         group = query.shape[-3] // key.shape[-3]
         key, value = key.repeat_interleave(group, dim=-3), value.repeat_interleave(group, dim=-3)
     compute = torch.promote_types(query.dtype, torch.float32)
     head_dim = query.shape[-1]
     factor = (1.0 / math.sqrt(head_dim) if head_dim else 1.0) if scale is None else scale
-    s = (query.to(compute) @ key.to(compute).transpose(-1, -2)) * factor
-    if bias.kind != 0 or bias.causal is not None:
-        mask = (_masks.causal_keep(bias.causal, seq_q, seq_kv, query.device) if bias.kind == 0
-                else _additive_mask(bias, query, seq_q, seq_kv))
-        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(compute)
+    s = scores(query, key, bias, factor, compute)
     dead = (s < MASKED_BELOW).all(dim=-1, keepdim=True)
     p = torch.softmax(s.masked_fill(dead, 0.0), dim=-1).masked_fill(dead, 0.0)
     if dropout_p > 0.0:
         p = torch.nn.functional.dropout(p, dropout_p)
     return (p @ value.to(compute)).to(query.dtype)
+
+
+def scores(query, key, bias, factor: float, compute: torch.dtype) -> torch.Tensor:
+    """q k^T * factor + bias in ``compute`` precision (keys a mask removes are -inf; additive values below
+    MASKED_BELOW are left for the caller); ``key`` has the query's heads. Materializes (B, H, Sq, Skv): for
+    the plain-torch paths that need the scores themselves."""
+    seq_q, seq_kv = query.shape[-2], key.shape[-2]
+    s = (query.to(compute) @ key.to(compute).transpose(-1, -2)) * factor
+    if bias.kind != 0 or bias.causal is not None:
+        mask = (_masks.causal_keep(bias.causal, seq_q, seq_kv, query.device) if bias.kind == 0
+                else _additive_mask(bias, query, seq_q, seq_kv))
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(compute)
+    return s
 
 
 def describe(bias, query, key) -> str:

@@ -16,7 +16,8 @@ from .variants import CausalVariant
 _CONTRACT = {
     "BIAS_NONE": BiasKind.NONE, "BIAS_ALIBI": BiasKind.ALIBI, "BIAS_DENSE": BiasKind.DENSE,
     "CAUSAL_NONE": 0, "CAUSAL_UPPER_LEFT": CausalVariant.UPPER_LEFT, "CAUSAL_LOWER_RIGHT": CausalVariant.LOWER_RIGHT,
-    "PROBLEM_FIELDS": 25, "BIAS_FIELDS": 11,  # the lengths problem_args() and bias_args() build
+    # the lengths problem_args(), bias_args() and grad_args() build
+    "PROBLEM_FIELDS": 25, "BIAS_FIELDS": 11, "GRAD_FIELDS": 16,
 }
 _broken = {name: (int(value), getattr(_C, name, None)) for name, value in _CONTRACT.items()
            if getattr(_C, name, None) != int(value)}
@@ -36,13 +37,13 @@ def _current_stream(device: torch.device) -> int:
     return torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
 
 
-def problem_args(query, key, value, out) -> list[int]:
+def problem_args(query, key, value, out, lse: torch.Tensor | None = None) -> list[int]:
     batch, heads_q, seq_len_q, head_dim = query.shape
     qs, ks, vs, os_ = query.stride(), key.stride(), value.stride(), out.stride()
     return [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), batch, heads_q, key.shape[1], seq_len_q, key.shape[2],
             head_dim, query.data_ptr(), qs[0], qs[1], qs[2], key.data_ptr(), ks[0], ks[1], ks[2],
-            value.data_ptr(), vs[0], vs[1], vs[2], out.data_ptr(), os_[0], os_[1], os_[2], 0,
-            _current_stream(query.device)]
+            value.data_ptr(), vs[0], vs[1], vs[2], out.data_ptr(), os_[0], os_[1], os_[2],
+            0 if lse is None else lse.data_ptr(), _current_stream(query.device)]
 
 
 def bias_args(bias, query, key) -> list[int]:
@@ -58,22 +59,88 @@ def bias_args(bias, query, key) -> list[int]:
     return [int(bias.kind), int(bias.causal or 0), *slopes, *dense]
 
 
-def try_forward(query, key, value, bias, scale: float) -> torch.Tensor | None:
-    """The fused kernel's output, or None when libsdpa has no kernel for these inputs."""
-    out = torch.empty_like(query)  # keeps query's layout; several times cheaper than torch.empty(shape, ...)
-    problem, fields = problem_args(query, key, value, out), bias_args(bias, query, key)
-    if query.device.index != torch.cuda.current_device():  # the launch goes to the current device
-        with torch.cuda.device(query.device):
-            reason = _C.forward(problem, scale, fields)
-    else:
-        reason = _C.forward(problem, scale, fields)
+def grad_args(grad_out, grad_q, grad_k, grad_v) -> list[int]:
+    fields = []
+    for t in (grad_out, grad_q, grad_k, grad_v):
+        stride = t.stride()
+        fields += [t.data_ptr(), stride[0], stride[1], stride[2]]
+    return fields
+
+
+def on_device(fn, device: torch.device, *args):
+    """fn(*args) with ``device`` current: libsdpa launches on the current device."""
+    if device.index != torch.cuda.current_device():
+        with torch.cuda.device(device):
+            return fn(*args)
+    return fn(*args)
+
+
+def try_forward(query, key, value, bias, scale: float, out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The fused kernel's output, or None when libsdpa has no kernel for these inputs. ``out`` defaults to a
+    tensor laid out like query."""
+    if out is None:
+        out = torch.empty_like(query)  # keeps query's layout; several times cheaper than torch.empty(shape, ...)
+    reason = on_device(_C.forward, query.device, problem_args(query, key, value, out), scale,
+                        bias_args(bias, query, key))
     return None if reason else out
+
+
+def try_forward_lse(query, key, value, bias, scale: float,
+                    out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(output, log-sum-exp), what the fused backward reads, or None when libsdpa has no kernel. The LSE is
+    (B, Hq, Sq) float32, contiguous (libsdpa's layout); ``out`` defaults to a tensor laid out like query."""
+    out = torch.empty_like(query) if out is None else out
+    lse = torch.empty(query.shape[:3], dtype=torch.float32, device=query.device)
+    reason = on_device(_C.forward, query.device, problem_args(query, key, value, out, lse), scale,
+                        bias_args(bias, query, key))
+    return None if reason else (out, lse)
+
+
+def try_backward(query, key, value, out, lse, grad_out, bias, scale: float, deterministic: bool,
+                 grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+    """(dq, dk, dv) from the fused backward kernel, or None when libsdpa has none for these inputs.
+
+    ``query``, ``key``, ``value``, ``out`` and ``lse`` are what try_forward_lse() read and wrote. ``grads``
+    are the tensors to write; by default each is laid out like its input (dk and dv have key's heads: the
+    kernel sums each query-head group). grad_out is copied first if the kernel cannot read it as it is
+    (autograd hands ``out.sum()`` an expanded tensor whose every stride is 0)."""
+    if grad_out.stride(-1) != 1 or not is_aligned(grad_out):
+        grad_out = grad_out.clone(memory_format=torch.contiguous_format)
+    dq, dk, dv = (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)) if grads is None else grads
+    problem, fields = problem_args(query, key, value, out, lse), bias_args(bias, query, key)
+    gfields = grad_args(grad_out, dq, dk, dv)
+    workspace_bytes = _C.backward_workspace_size(problem, scale, fields, gfields, deterministic)
+    # libsdpa never allocates; torch's caching allocator makes this cheap (and CUDA-graph safe)
+    workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=query.device) if workspace_bytes else None
+    reason = on_device(_C.backward, query.device, problem, scale, fields, gfields, deterministic,
+                        0 if workspace is None else workspace.data_ptr(), workspace_bytes)
+    return None if reason else (dq, dk, dv)
 
 
 def select(query, key, value, bias, scale: float) -> tuple[str, str]:
     """(kernel name, "") or ("", reason) for these inputs, without launching. Reads no tensor data."""
     args = problem_args(query, key, value, query)  # the output is allocated like the query
     return _C.select_forward(args, scale, bias_args(bias, query, key))
+
+
+def select_backward(query, key, value, bias, scale: float, deterministic: bool) -> tuple[str, str]:
+    """select() for the backward of a forward on these inputs. The output, its gradient and dq are allocated
+    like the query, dk and dv like key and value; the query's (device) pointer stands in for the LSE that
+    the forward would write. Reads no tensor data."""
+    problem = problem_args(query, key, value, query, query)
+    return _C.select_backward(problem, scale, bias_args(bias, query, key), grad_args(query, query, key, value),
+                              deterministic)
+
+
+def select_training(query, key, value, bias, scale: float, deterministic: bool) -> tuple[str, str, str]:
+    """(forward kernel, backward kernel, "") when libsdpa runs both passes of a training call, else the first
+    refusal as ("", "", reason) or (forward kernel, "", reason). Reads no tensor data."""
+    problem, fields = problem_args(query, key, value, query, query), bias_args(bias, query, key)
+    forward, reason = _C.select_forward(problem, scale, fields)
+    if not forward:
+        return "", "", reason
+    backward, reason = _C.select_backward(problem, scale, fields, grad_args(query, query, key, value), deterministic)
+    return forward, backward, reason
 
 
 def aligned(query, key, value):

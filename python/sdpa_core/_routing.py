@@ -10,6 +10,12 @@ are listed here with the measurement behind each (benchmarks/results.md, H100, 2
     flash kernel splits the key range across blocks, ours does not yet (B=8 Sq=1 Skv=8k: 2453 vs 673 GB/s).
 Everything else (ALiBi, lower-right causal prefill, dense bias + causal) stays on sdpa_core's kernels,
 which are at or ahead of torch there.
+
+Training calls (query, key or value need grad) follow the same rule, with no rule of their own: forward
+and backward run on one path (torch's forward does not write the log-sum-exp sdpa_core's backward reads),
+and where torch's forward wins, its backward (cuDNN's, FlashAttention-2's) is the one our sm80-class
+backward has to beat, which it is not expected to on sm90 before sdpa_core's Hopper kernels. Once the
+fused backward runs, benchmarks/results.md's fwd+bwd rows say whether a training-specific rule is needed.
 """
 
 from __future__ import annotations
@@ -62,9 +68,10 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
     """The no-mask hot path: True when a call with ``attn_mask=None`` goes to torch's SDPA exactly as the
     caller wrote it, so sdpa_core adds one test to torch's own cost instead of its whole dispatch.
 
-    That holds off CUDA, for dtypes or requests sdpa_core's kernels do not take, and where torch's kernel
-    is the faster one under "auto" (sm90, decode-shaped calls); never for misaligned CUDA inputs (they
-    are copied first: torch's kernels have gotten some of them wrong) or a non-finite ``scale``.
+    That holds off CUDA, for dtypes or requests sdpa_core's kernels do not take (float32, dropout), and
+    where torch's kernel is the faster one under "auto" (sm90, decode-shaped calls), training calls as
+    the others; never for misaligned CUDA inputs (they are copied first: torch's kernels have gotten some
+    of them wrong) or a non-finite ``scale``.
     Anything unusual (not tensors, odd ranks, bad arguments) answers False and takes the checked path.
     """
     try:
@@ -74,8 +81,7 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
             return False
         if query.dim() != 4 or torch.compiler.is_compiling():
             return False
-        if not (query.dtype not in _HALF or dropout_p or (torch.is_grad_enabled() and (
-                query.requires_grad or key.requires_grad or value.requires_grad))):
+        if query.dtype in _HALF and not dropout_p:  # sdpa_core's kernels may take it, training or not
             if policy.current() != "auto" or not _unbiased_reason(query, 0):
                 return False
         return _kernels.is_aligned(query) and _kernels.is_aligned(key) and _kernels.is_aligned(value)

@@ -257,8 +257,8 @@ class AlibiBias(_BuiltinBias):
     ``slopes`` is float32 of shape (H,) or (B, H), on the query's device; ``alibi_slopes(H)`` gives the
     paper's. ``causal`` (None or a CausalVariant) also masks; with ``causal=None``, ``is_causal=True`` adds
     an upper-left mask. Runs fused: the kernel reads one slope per head, never an Sq x Skv tensor.
-    Where PyTorch computes it (CPU, gradients, ...) the bias is materialized in the query's dtype from
-    float32 (float64 for float64 inputs) values.
+    Where PyTorch computes it (CPU, slopes that require grad, ...) the bias is materialized in the query's
+    dtype from float32 (float64 for float64 inputs) values; slopes that require grad get their gradient.
 
     Args:
         slopes: float32 (H,) or (B, H) on the query's device; ``alibi_slopes(H)`` gives the paper's.

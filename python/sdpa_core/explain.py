@@ -25,7 +25,8 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
         A few lines: ``bias: ...`` (the bias as sdpa_core sees it), ``note: ...`` lines (deprecations,
         materialization, copies), and ``path: ...``: the fused kernel and its configuration, or the
         PyTorch request and every reason a fused kernel does not run it. Inputs that require grad get
-        a ``backward: ...`` line as well.
+        a ``backward: ...`` line as well: the fused backward kernel, or PyTorch's autograd through the
+        request (a training call runs both passes on one path).
 
     Raises:
         The same errors as ``scaled_dot_product_attention`` for the same arguments.
@@ -42,11 +43,12 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
     if not _validate.tensors_look_valid(query, key, value) or not _nd.is_canonical(query, key, value):
         _validate.check_tensor_types(query, key, value)
         return _render("as given", notes, "torch:torch SDPA on the inputs as given",
-                       ["query/key/value shapes are not (N, ..., H, S, D) with one set of batch dimensions"])
+                       ["query/key/value shapes are not (N, ..., H, S, D) with one set of batch dimensions"],
+                       _torch_backward(query, key, value))
     adapted = _nd.to_4d(query, key, value, attn_bias)
     if adapted is None:
         return _render(repr(attn_bias), notes, "torch:torch SDPA on the inputs as given",
-                       ["attn_mask has more dimensions than the query"])
+                       ["attn_mask has more dimensions than the query"], _torch_backward(query, key, value))
     q, k, v, attn_bias, _ = adapted
     _validate.check_inputs(q, k, v, enable_gqa)
     if attn_bias is None:
@@ -59,13 +61,15 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
         described, bias = repr(attn_bias), attn_bias._kernel_bias(is_causal)
     if q.dim() != query.dim():
         notes.append(f"{query.dim()}-D inputs run as 4-D {tuple(q.shape)}")
-    text = _render(described, notes, *_dispatch.plan(q, k, v, bias, scale, dropout_p))
-    if _dispatch.needs_grad(q, k, v, bias.dense):
-        text += "\nbackward: PyTorch's SDPA backward (sdpa_core has no fused backward yet)"
-    return text
+    plan = _dispatch.plan(q, k, v, bias, scale, dropout_p)
+    return _render(described, notes, plan.path, plan.reasons, plan.backward)
 
 
-def _render(described: str, notes: list[str], path: str, reasons: list[str]) -> str:
+def _torch_backward(query, key, value) -> str:
+    return "torch" if _dispatch.needs_grad(query, key, value) else ""
+
+
+def _render(described: str, notes: list[str], path: str, reasons: list[str], backward: str = "") -> str:
     lines = [f"bias: {described}"] + [f"note: {n}" for n in notes]
     where, what = path.split(":", 1)
     if where == "fused":
@@ -74,4 +78,8 @@ def _render(described: str, notes: list[str], path: str, reasons: list[str]) -> 
     else:
         lines.append(f"path: PyTorch fallback: {what}, because:")
         lines += [f"  - {r}" for r in reasons]
+    if backward.startswith("fused:"):
+        lines.append(f"backward: fused kernel {backward[len('fused:'):]}")
+    elif backward:
+        lines.append("backward: PyTorch autograd through the request above (torch's SDPA backward)")
     return "\n".join(lines)

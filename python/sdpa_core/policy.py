@@ -2,8 +2,9 @@
 
 ``"auto"`` (the default) takes the fastest path sdpa_core knows for each call, which on some GPUs is one
 of PyTorch's own fused kernels for the same request (``_routing.py`` lists the measured cases).
-``"own"`` pins every call that one of sdpa_core's kernels covers to that kernel: for benchmarks, and for
-users who want numerics that do not depend on torch's backend choice. Calls no sdpa_core kernel covers
+``"own"`` pins every call that one of sdpa_core's kernels covers to that kernel, training calls included
+(the fused forward and backward): for benchmarks, and for users who want numerics that do not depend on
+torch's backend choice. Calls no sdpa_core kernel covers
 run through PyTorch under either policy (``explain()`` says so).
 
 The policy is process-wide, a plain module global rather than thread-local state, so that

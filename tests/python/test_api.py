@@ -212,6 +212,10 @@ def test_fused_eligible_agrees_with_refusal_reasons():
                 "plain": (q, k, v, KernelBias.causal_only(None), 0.0),
                 "dropout": (q, k, v, KernelBias.causal_only(None), 0.1),
                 "grad": (q.clone().requires_grad_(True), k, v, KernelBias.causal_only(None), 0.0),
+                "dense_grad": (q, k, v, KernelBias.dense_tensor(torch.zeros(8, 8, device=device, dtype=dtype,
+                                                                            requires_grad=True), None), 0.0),
+                "slopes_grad": (q, k, v, KernelBias.alibi(torch.ones(2, device=device, requires_grad=True), None),
+                                0.0),
                 "dv": (q, k, v[..., :8], KernelBias.causal_only(None), 0.0),
                 "stride": (q, k, torch.randn(1, 2, 16, 8, device=device).to(dtype).transpose(-1, -2),
                            KernelBias.causal_only(None), 0.0),
@@ -222,3 +226,5 @@ def test_fused_eligible_agrees_with_refusal_reasons():
             }
             for name, args in variants.items():
                 assert fused_eligible(*args) == (not python_refusals(*args)), (device, dtype, name)
+                with torch.no_grad():  # a bias gradient is only wanted where autograd records
+                    assert fused_eligible(*args) == (not python_refusals(*args)), (device, dtype, name, "no_grad")

@@ -51,10 +51,11 @@ def test_unsupported_head_dim_falls_back_with_reason():
                  attention_fp64(q, k, v, causal="upper_left"), torch.bfloat16)
 
 
-def test_requires_grad_falls_back_and_backpropagates():
+def test_requires_grad_runs_the_fused_backward():
     q, k, v = qkv(1, 2, 2, 32, 32, 64, "cuda", torch.bfloat16)
     q.requires_grad_(True)
-    assert "backward" in sdpa_core.explain(q, k, v, is_causal=True)
+    text = sdpa_core.explain(q, k, v, is_causal=True)
+    assert "path: fused kernel" in text and "backward: fused kernel bwd_" in text, text
     sdpa_core.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad).all()
 

@@ -2,10 +2,12 @@
 //
 // It sees integers only (pointers, shapes, strides, enum values), so it needs no torch headers; the Python
 // side (python/sdpa_core/_kernels.py) turns tensors into those integers. The flat layouts below are the
-// one contract between the two files: _kernels.problem_args() and _kernels.bias_args() build them.
+// one contract between the two files: _kernels.problem_args(), _kernels.bias_args() and
+// _kernels.grad_args() build them.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -23,6 +25,10 @@ constexpr size_t kProblemFields = 7 + 4 * 4 + 2;
 // bias: kind, causal, slopes_ptr, slopes_stride_batch, slopes_stride_head,
 //       dense_ptr, dense_dtype, dense_stride_batch, dense_stride_head, dense_stride_q, dense_stride_kv
 constexpr size_t kBiasFields = 11;
+// grads (backward only): for grad_o, grad_q, grad_k, grad_v each (data_ptr, stride_batch, stride_head,
+// stride_seq). The backward's problem is the forward's layout with o = the forward's output and lse_ptr =
+// the log-sum-exp that forward wrote.
+constexpr size_t kGradFields = 4 * 4;
 
 sdpa::TensorView view_at(const std::vector<int64_t>& f, size_t i) {
   return {reinterpret_cast<const void*>(f[i]), f[i + 1], f[i + 2], f[i + 3]};
@@ -58,10 +64,22 @@ sdpa::BiasDesc make_bias(const std::vector<int64_t>& f) {
   return b;
 }
 
-// Returns "" when the kernel ran, or the reason no kernel covers the problem (the caller falls back).
+sdpa::BackwardProblem make_backward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& g,
+                                   bool deterministic) {
+  if (g.size() != kGradFields) throw std::invalid_argument("grads: wrong number of fields");
+  sdpa::BackwardProblem p;
+  p.forward = make_problem(problem, scale);
+  p.grad_o = view_at(g, 0);
+  p.grad_q = view_at(g, 4);
+  p.grad_k = view_at(g, 8);
+  p.grad_v = view_at(g, 12);
+  p.deterministic = deterministic;
+  return p;
+}
+
+// "" when the kernel ran, or the reason no kernel covers the problem (the caller falls back or says why).
 // Broken preconditions and CUDA errors raise: those must never turn into a silent fallback.
-std::string forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
-  sdpa::Status status = sdpa::forward(make_problem(problem, scale), make_bias(bias));
+std::string ran_or_reason(const sdpa::Status& status) {
   switch (status.code) {
     case sdpa::StatusCode::kOk: return "";
     case sdpa::StatusCode::kNotCompiled:
@@ -71,10 +89,36 @@ std::string forward(const std::vector<int64_t>& problem, float scale, const std:
   }
 }
 
+std::string forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
+  return ran_or_reason(sdpa::forward(make_problem(problem, scale), make_bias(bias)));
+}
+
 // (kernel name or "", reason or "") without launching anything.
 py::tuple select_forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
   sdpa::KernelChoice choice = sdpa::select_forward(make_problem(problem, scale), make_bias(bias));
   return py::make_tuple(choice.kernel, choice.status.message);
+}
+
+// The backward of a forward() call; the workspace (backward_workspace_size() bytes) belongs to the caller.
+std::string backward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias,
+                     const std::vector<int64_t>& grads, bool deterministic, int64_t workspace_ptr,
+                     int64_t workspace_bytes) {
+  if (workspace_bytes < 0) throw std::invalid_argument("sdpa: workspace_bytes must be >= 0");
+  const sdpa::BackwardProblem p = make_backward(problem, scale, grads, deterministic);
+  return ran_or_reason(sdpa::backward(p, make_bias(bias), reinterpret_cast<void*>(workspace_ptr),
+                                      static_cast<std::size_t>(workspace_bytes)));
+}
+
+py::tuple select_backward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias,
+                          const std::vector<int64_t>& grads, bool deterministic) {
+  sdpa::KernelChoice choice =
+      sdpa::select_backward(make_backward(problem, scale, grads, deterministic), make_bias(bias));
+  return py::make_tuple(choice.kernel, choice.status.message);
+}
+
+std::size_t backward_workspace_size(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias,
+                                    const std::vector<int64_t>& grads, bool deterministic) {
+  return sdpa::backward_workspace_size(make_backward(problem, scale, grads, deterministic), make_bias(bias));
 }
 
 }  // namespace
@@ -83,6 +127,11 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "Bindings of libsdpa: integers in, fused attention kernels out.";
   m.def("forward", &forward, "Run the fused forward kernel; returns \"\" or the reason none fits");
   m.def("select_forward", &select_forward, "Name the fused kernel forward would run, or the reason none would");
+  m.def("backward", &backward, "Run the fused backward kernel; returns \"\" or the reason none fits");
+  m.def("select_backward", &select_backward,
+        "Name the fused kernel backward would run, or the reason none would");
+  m.def("backward_workspace_size", &backward_workspace_size,
+        "Bytes of device workspace the backward kernel needs (0 when none would run)");
   m.def("compiled_kernels", &sdpa::compiled_kernels);
   m.def("built_with_cuda", &sdpa::built_with_cuda);
 
@@ -98,4 +147,5 @@ PYBIND11_MODULE(_C, m) {
   m.attr("CAUSAL_LOWER_RIGHT") = static_cast<int>(sdpa::CausalVariant::kLowerRight);
   m.attr("PROBLEM_FIELDS") = static_cast<int>(kProblemFields);  // python/sdpa_core/_kernels.py checks these
   m.attr("BIAS_FIELDS") = static_cast<int>(kBiasFields);
+  m.attr("GRAD_FIELDS") = static_cast<int>(kGradFields);
 }

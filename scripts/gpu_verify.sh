@@ -66,8 +66,13 @@ gtest_gpu() {
 sanitize() {  # one configuration per bias keeps the sanitizers to minutes
   # Sq > Skv with (B, S, H, D) strides: lower-right leaves whole rows masked, every bias and the mask variants
   local bin=$PREBUILT/tests/cpp/test_forward_gpu filter=${SDPA_SANITIZE_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*}
-  compute-sanitizer --tool memcheck --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 &&
-    compute-sanitizer --tool racecheck --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1
+  local bwd=$PREBUILT/tests/cpp/test_backward_gpu bwd_filter=${SDPA_SANITIZE_BWD_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*}
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 || return 1
+    # the backward: its dK/dV, dQ-atomic, deterministic dQ and row kernels, one config per bias
+    [ ! -x "$bwd" ] || compute-sanitizer --tool $tool --error-exitcode 1 "$bwd" --gtest_filter="$bwd_filter" \
+      --gtest_brief=1 || return 1
+  done
 }
 
 DEFAULT_PREBUILT=$ROOT/build/gpu

@@ -317,11 +317,12 @@ def _held_to_the_math(desc, case, q, k, v, built, ours, torch_error) -> Outcome:
 
 
 def _torch_faults_on(case: Case, torch_mask) -> bool:
-    """torch 2.11's CUDA kernel faulted (misaligned address, H200, 2026-11-26) on a bool mask broadcast along
-    the keys, e.g. f16 q(3,17,64) k(3,17,64) v(3,17,8) with a (Sq, 1) mask; the fault poisons the CUDA
+    """torch 2.11's CUDA kernels faulted (misaligned address, H200, 2026-11-26) on masks broadcast along the
+    keys: a bool (Sq, 1) mask with f16 q(3,17,64) k(3,17,64) v(3,17,8), and a float32 (Sq, 1) mask with
+    bf16 q(2,3,17,64) k(2,3,113,64) (cuDNN: "mha_graph.execute ... is_good()"); the fault poisons the CUDA
     context for every later case. Such cases do not call torch: sdpa_core is held to the float64 math."""
     return (case.device == "cuda" and isinstance(torch_mask, torch.Tensor)
-            and not isinstance(torch_mask, torch_bias.CausalBias) and torch_mask.dtype == torch.bool
+            and not isinstance(torch_mask, torch_bias.CausalBias)
             and torch_mask.dim() >= 1 and torch_mask.shape[-1] == 1 and case.k_shape[-2] > 1)
 
 

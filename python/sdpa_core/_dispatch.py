@@ -80,8 +80,8 @@ def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_
     A training call (query, key or value need grad) runs fused only where libsdpa has both the forward and
     the backward kernel: the pair is one autograd node, and a torch forward cannot feed our backward."""
     compiling = torch.compiler.is_compiling()
-    if fused_eligible(query, key, value, bias, dropout_p) and not _routing.torch_is_faster(query, bias):
-        training = needs_grad(query, key, value)
+    training = needs_grad(query, key, value)
+    if fused_eligible(query, key, value, bias, dropout_p) and not _routing.torch_is_faster(query, bias, training):
         if compiling:
             from . import _compiled  # imported while tracing only: eager users never load dynamo or the ops
 
@@ -120,7 +120,7 @@ def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: fl
     training = needs_grad(query, key, value)
     torch_backward = "torch" if training else ""
     if not reasons:  # CUDA inputs: python_refusals refuses any other device
-        faster = _routing.torch_is_faster(query, bias)
+        faster = _routing.torch_is_faster(query, bias, training)
         if faster:
             return Plan("torch:" + _fallback.describe(bias, query, key), [faster], torch_backward)
         aligned = _kernels.aligned(query, key, value)

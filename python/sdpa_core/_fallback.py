@@ -17,6 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right as _torch_causal_lower_right
 
 from . import _masks
@@ -188,8 +189,17 @@ class _Sdpa:
         self.kwargs = {"dropout_p": dropout_p, "scale": scale, "enable_gqa": enable_gqa}
 
     def __call__(self, query=None, **request) -> torch.Tensor:
-        return F.scaled_dot_product_attention(self.q if query is None else query, self.k, self.v,
-                                              **request, **self.kwargs)
+        query = self.q if query is None else query
+        scale = self.kwargs["scale"]
+        if scale is not None and scale < 0 and query.is_cuda:
+            # torch 2.11's cuDNN attention returns NaN for a negative scale (H200, 2026-11-26: bf16
+            # (1, 3, 1, 8) and (2, 6, 17, 8) GQA); its other backends compute it right.
+            with sdpa_kernel(_NOT_CUDNN):
+                return F.scaled_dot_product_attention(query, self.k, self.v, **request, **self.kwargs)
+        return F.scaled_dot_product_attention(query, self.k, self.v, **request, **self.kwargs)
+
+
+_NOT_CUDNN = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def _causal_only(sdpa: _Sdpa, variant: CausalVariant | None, seq_q: int, seq_kv: int) -> torch.Tensor:
@@ -197,7 +207,10 @@ def _causal_only(sdpa: _Sdpa, variant: CausalVariant | None, seq_q: int, seq_kv:
         return sdpa()
     scale = sdpa.kwargs["scale"]
     if scale is not None and scale < 0:  # torch's CPU flash kernel gives NaN for is_causal with scale < 0
-        return sdpa(attn_mask=_masks.causal_keep(variant, seq_q, seq_kv, sdpa.q.device))
+        keep = _masks.causal_keep(variant, seq_q, seq_kv, sdpa.q.device)
+        out = sdpa(attn_mask=keep)
+        # lower-right with Sq > Skv leaves the top rows without a key; torch's CUDA kernels disagree there
+        return out if seq_q <= seq_kv else out.masked_fill(~keep.any(dim=-1, keepdim=True), 0.0)
     if variant == CausalVariant.UPPER_LEFT or seq_q == seq_kv:
         return sdpa(is_causal=True)
     if seq_q < seq_kv:

@@ -40,12 +40,18 @@ def device_info(device: torch.device) -> tuple[int, int]:
     return info
 
 
-def torch_is_faster(query, bias) -> str:
-    """Why torch's kernel should run this fused-eligible call, or "" when sdpa_core's should."""
+def torch_is_faster(query, bias, training: bool = False) -> str:
+    """Why torch's kernel should run this fused-eligible call, or "" when sdpa_core's should. ``training``:
+    the call needs gradients, so the backward's speed counts too."""
     if policy.current() != "auto":
         return ""
     kind, causal = int(bias.kind), int(bias.causal or 0)
     if kind == 0:
+        if training and causal == 2 and device_info(query.device)[0] == 9:
+            # fwd+bwd, H200, 2026-11-26, d128 Sq2k/Skv8k: torch's FlashAttention-2 302 TFLOP/s, ours 236
+            # (the sm80 backward; the forwards tie)
+            return ("dispatch_policy 'auto': on sm90 torch's fused forward and backward are faster for "
+                    "lower-right causal training")
         return _unbiased_reason(query, causal)
     if kind == 2 and causal == 0 and device_info(query.device)[0] == 9:
         return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
@@ -71,13 +77,15 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
     That holds off CUDA, for dtypes or requests sdpa_core's kernels do not take (float32, dropout), and
     where torch's kernel is the faster one under "auto" (sm90, decode-shaped calls), training calls as
     the others; never for misaligned CUDA inputs (they are copied first: torch's kernels have gotten some
-    of them wrong) or a non-finite ``scale``.
+    of them wrong) or a non-finite or negative ``scale``.
     Anything unusual (not tensors, odd ranks, bad arguments) answers False and takes the checked path.
     """
     try:
         if scale is not None and not (type(scale) is float and -_INF < scale < _INF):
             return False
         if not query.is_cuda:  # CPU: torch's own checks let some bad shapes through; take the checked path
+            return False
+        if scale is not None and scale < 0:  # torch's cuDNN path gets it wrong: _fallback._Sdpa avoids it
             return False
         if query.dim() != 4 or torch.compiler.is_compiling():
             return False

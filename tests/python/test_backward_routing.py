@@ -160,7 +160,7 @@ def test_explain_reports_both_fused_passes(fused):
 
 def test_torch_faster_sends_the_training_call_to_torch(fused, monkeypatch):
     """The routing rule applies to training calls: both passes go to torch, and explain() says why."""
-    monkeypatch.setattr(_routing, "torch_is_faster", lambda query, bias: "torch is faster here (test)")
+    monkeypatch.setattr(_routing, "torch_is_faster", lambda query, bias, training=False: "torch is faster here (test)")
     q, k, v = (t.requires_grad_(True) for t in qkv(1, 2, 2, 9, 9, 64))
     sdpa_core.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
     assert fused.forward_calls == 0 and q.grad is not None

@@ -87,6 +87,8 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
             return False
         if scale is not None and scale < 0:  # torch's cuDNN path gets it wrong: _fallback._Sdpa avoids it
             return False
+        if query.numel() == 0 or key.numel() == 0:  # torch 2.11 returns None for an empty CUDA batch
+            return False
         if query.dim() != 4 or torch.compiler.is_compiling():
             return False
         if query.dtype in _HALF and not dropout_p:  # sdpa_core's kernels may take it, training or not

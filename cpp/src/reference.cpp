@@ -194,11 +194,15 @@ void backprop_row(const BackwardProblem& problem, const RowSoftmax& softmax, int
   double d_o_dot_o = 0.0;
   for (int d = 0; d < p.head_dim; ++d) d_o_dot_o += d_o[d] * o[d];
   std::vector<double> dq(p.head_dim, 0.0);
+  // The bias adds to the logit, so its gradient is dS itself (0 for a removed key).
+  float* grad_bias = problem.grad_bias.data != nullptr ? writable_row_of(problem.grad_bias, b, h, i) : nullptr;
   for (int j = 0; j < p.seqlen_kv; ++j) {
     const double weight = softmax.weights[j];
+    if (grad_bias != nullptr) grad_bias[j] = 0.0f;
     if (weight == 0.0) continue;  // a removed key: no gradient flows through it
     const float* k = row_of(p.k, b, kv_head, j);
     const double ds = weight * (dot(d_o, row_of(p.v, b, kv_head, j), p.head_dim) - d_o_dot_o);
+    if (grad_bias != nullptr) grad_bias[j] = static_cast<float>(ds);
     double* dk = sums.k_row(b, kv_head, j);
     double* dv = sums.v_row(b, kv_head, j);
     for (int d = 0; d < p.head_dim; ++d) {

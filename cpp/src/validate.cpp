@@ -53,13 +53,17 @@ Status check_bias(const AttentionProblem& p, const BiasDesc& bias) {
 
 // What the backward reads or writes beyond the forward call's operands. The views share the problem's
 // dtype by contract (they have no dtype of their own), so validate()'s dtype rule covers them.
-Status check_backward_operands(const BackwardProblem& p) {
+Status check_backward_operands(const BackwardProblem& p, const BiasDesc& bias) {
   if (p.forward.lse == nullptr) {
     return invalid("lse is null: the backward reads the log-sum-exp its forward() call wrote");
   }
   for (Status s : {check_tensor(p.grad_o, "grad_o"), check_tensor(p.grad_q, "grad_q"),
                    check_tensor(p.grad_k, "grad_k"), check_tensor(p.grad_v, "grad_v")}) {
     if (!s.ok()) return s;
+  }
+  // A bias gradient exists for an additive dense bias alone: a mask or ALiBi has no values to learn here.
+  if (p.grad_bias.data != nullptr && (bias.kind != BiasKind::kDense || bias.dense.is_mask())) {
+    return invalid("grad_bias is set but the bias is not a dense additive bias (kind dense, dtype not bool)");
   }
   return Status::success();
 }
@@ -76,7 +80,7 @@ Status validate(const AttentionProblem& problem, const BiasDesc& bias) {
 
 Status validate_backward(const BackwardProblem& problem, const BiasDesc& bias) {
   if (Status s = validate(problem.forward, bias); !s.ok()) return s;
-  return check_backward_operands(problem);
+  return check_backward_operands(problem, bias);
 }
 
 }  // namespace sdpa

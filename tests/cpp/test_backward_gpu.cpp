@@ -233,6 +233,37 @@ TEST_P(BackwardGpu, DeterministicIsBitwiseReproducible) {
   expect_matches_reference(first);
 }
 
+// A dense additive bias's gradient (dS) for every (b, h, i, j), poisoned first so that an element the
+// kernel skips (a tile the causal mask removes) fails unless it is written as 0.
+TEST_P(BackwardGpu, BiasGradientMatchesReference) {
+  const Case& c = GetParam();
+  if (c.trait.kind != sdpa::BiasKind::kDense || c.bool_mask) GTEST_SKIP() << "no bias gradient: not an additive dense bias";
+  const Shape& s = c.shape;
+  const HostTensor layout = sdpa_test::make_tensor(s.batch, s.heads_q, s.seqlen_q, s.seqlen_kv, Layout::kBHSD);
+  const DeviceBuffer grad_bias(layout.data.size() * 2);
+  ASSERT_CUDA(grad_bias.status());
+  ASSERT_CUDA(cudaMemset(grad_bias.get(), 0xff, grad_bias.bytes()));
+  problem_.grad_bias = sdpa_test::device_view(grad_bias, layout);
+  ASSERT_NO_FATAL_FAILURE(run_backward(0xff));
+  std::vector<uint16_t> got(grad_bias.bytes() / 2);
+  ASSERT_CUDA(cudaMemcpy(got.data(), grad_bias.get(), grad_bias.bytes(), cudaMemcpyDeviceToHost));
+
+  HostTensor o = sdpa_test::make_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout);
+  HostTensor dq = o, dk = k_, dv = v_, want = layout;
+  std::vector<float> lse(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q);
+  sdpa::BackwardProblem reference;
+  reference.forward = sdpa_test::host_problem(q_, k_, v_, o, lse.data(), scale_);
+  reference.grad_o = d_o_.view();
+  reference.grad_q = dq.view();
+  reference.grad_k = dk.view();
+  reference.grad_v = dv.view();
+  reference.grad_bias = want.view();
+  ASSERT_TRUE(sdpa::reference_forward(reference.forward, bias_.host).ok());
+  const sdpa::Status backward = sdpa::reference_backward(reference, bias_.host);
+  ASSERT_TRUE(backward.ok()) << backward.message;
+  compare_gradient("dbias", c, want, got, {});
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTraits, BackwardGpu, ::testing::ValuesIn(sdpa_test::cases_for(kShapes)),
                          sdpa_test::case_name);
 

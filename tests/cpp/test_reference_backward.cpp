@@ -167,6 +167,39 @@ TEST(ReferenceBackward, DenseBiasMatchesFiniteDifferences) {
   expect_matches_finite_differences(in, bias);
 }
 
+// The bias's own gradient (grad_bias, one value per (b, h, i, j)), with a causal mask: masked elements
+// have gradient 0, as their finite difference says.
+TEST(ReferenceBackward, DenseBiasGradientMatchesFiniteDifferences) {
+  const Dims dims{2, 2, 1, 4, 6, 4};
+  HostTensor values = make_tensor(dims.batch, dims.heads_q, dims.seqlen_q, dims.seqlen_kv);
+  HostTensor grad_bias = values;
+  std::mt19937 rng(6);
+  sdpa_test::fill_uniform(values.data, rng, -2.0f, 2.0f);
+  std::fill(grad_bias.data.begin(), grad_bias.data.end(), kNaN);
+  BackwardInputs in(dims, 6);
+  BiasDesc bias;
+  bias.kind = BiasKind::kDense;
+  bias.causal = CausalVariant::kUpperLeft;
+  const sdpa::TensorView view = values.view();
+  bias.dense = {values.data.data(), DType::kFloat32, view.stride_batch, view.stride_head, view.stride_seq, 1};
+  sdpa::BackwardProblem problem = in.backward_problem();
+  problem.grad_bias = grad_bias.view();
+  const sdpa::Status s = sdpa::reference_backward(problem, bias);
+  ASSERT_TRUE(s.ok()) << s.message;
+  expect_gradient(in, bias, values, grad_bias, "dbias");
+  EXPECT_EQ(grad_bias.data[5], 0.0f);  // (b 0, h 0, i 0, j 5): removed by the causal mask
+}
+
+TEST(ReferenceBackward, GradBiasNeedsAnAdditiveDenseBias) {
+  BackwardInputs in({1, 1, 1, 2, 2, 4}, 7);
+  HostTensor grad_bias = make_tensor(1, 1, 2, 2);
+  sdpa::BackwardProblem problem = in.backward_problem();
+  problem.grad_bias = grad_bias.view();
+  const sdpa::Status s = sdpa::reference_backward(problem, causal(CausalVariant::kUpperLeft));
+  EXPECT_EQ(s.code, StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message.find("grad_bias"), std::string::npos) << s.message;
+}
+
 TEST(ReferenceBackward, GroupedQueryHeadsSumIntoTheirKvHead) {
   BackwardInputs in({1, 4, 2, 5, 6, 4}, 6);
   expect_matches_finite_differences(in, causal(CausalVariant::kUpperLeft));

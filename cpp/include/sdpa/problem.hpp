@@ -47,6 +47,10 @@ struct BackwardProblem {
   TensorView grad_q;         // written, (B, heads_q, Sq, D)
   TensorView grad_k;         // written, (B, heads_kv, Skv, D)
   TensorView grad_v;         // written, (B, heads_kv, Skv, D)
+  // Optional (data nullptr: not wanted), for a dense additive bias only: the bias's gradient dS for every
+  // (b, query head, i, j), written to a full (B, heads_q, Sq, Skv) tensor of the problem's dtype whose
+  // key stride is 1 (its seq stride is the row stride). The caller sums it over any broadcast dimension.
+  TensorView grad_bias;
   // Bitwise-identical gradients run to run: dQ is accumulated in a fixed order instead of by atomics.
   bool deterministic = false;
 };

@@ -32,6 +32,7 @@ struct BwdWorkspaceLayout {
 template <class BiasParams>
 struct BwdParams : FwdParams<BiasParams> {
   TensorView grad_o, grad_q, grad_k, grad_v;
+  TensorView grad_bias;  // data nullptr: no bias gradient wanted
   float* dq_accum = nullptr;
   float* dpsum = nullptr;
   int seqlen_q_padded = 0;
@@ -48,6 +49,7 @@ BwdParams<typename Bias::Params> make_bwd_params(const BackwardProblem& problem,
   p.grad_q = problem.grad_q;
   p.grad_k = problem.grad_k;
   p.grad_v = problem.grad_v;
+  p.grad_bias = problem.grad_bias;
   p.dq_accum = static_cast<float*>(workspace);
   p.dpsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + layout.dq_accum_bytes);
   p.seqlen_q_padded = static_cast<int>(layout.seqlen_q_padded);

@@ -66,6 +66,29 @@ __global__ void __launch_bounds__(BwdRowKernel<kHeadDim>::kThreads)
   acc[1] = make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
+// The bias gradient is 0 wherever the mask removes every key of a tile: the query blocks outside `range`
+// are never visited, so this key block's columns of those rows are zeroed here (every query head of the
+// group; the columns stop at the sequence end).
+template <class Element, int kBlockM, int kBlockN, class Params>
+__device__ __forceinline__ void zero_bias_grad_outside(Params const& p, BlockCoord const& coord, int n_block,
+                                                       TileRange const& range) {
+  const int col0 = n_block * kBlockN;
+  const int cols = min(kBlockN, p.seqlen_kv - col0);
+  const int rows_before = min(range.begin * kBlockM, p.seqlen_q);  // empty range: begin may be past the end
+  const int rows_after_first = range.empty() ? rows_before : min(range.end * kBlockM, p.seqlen_q);
+  const int rows_skipped = rows_before + (p.seqlen_q - rows_after_first);
+  for (int g = 0; g < coord.group; ++g) {
+    Element* base = static_cast<Element*>(const_cast<void*>(p.grad_bias.data)) +
+                    coord.batch * p.grad_bias.stride_batch + (coord.head_q_first + g) * p.grad_bias.stride_head +
+                    col0;
+    for (int e = threadIdx.x; e < rows_skipped * cols; e += blockDim.x) {
+      const int r = e / cols;
+      const int i = r < rows_before ? r : rows_after_first + (r - rows_before);
+      base[int64_t(i) * p.grad_bias.stride_seq + e % cols] = Element(0.0f);
+    }
+  }
+}
+
 template <class Traits, class Bias, BiasForm kForm, bool kAtomicDq>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_bwd_dkdv_kernel_sm80(const __grid_constant__ BwdParams<typename Bias::Params> p) {
@@ -88,6 +111,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   // Keys no query sees (e.g. upper-left causal with Sq < Skv) get zero gradients.
   if (!range.empty()) {
     sm80::MainloopBwdSm80<Traits>::template run<Bias, kForm, kAtomicDq>(p, coord, n_block, range, acc_dk, acc_dv, smem);
+  }
+
+  if constexpr (Bias::kKind == BiasKind::kDense) {
+    if (p.grad_bias.data != nullptr) zero_bias_grad_outside<Element, Traits::kBlockM, kBlockN>(p, coord, n_block, range);
   }
 
   // dK carries the softmax scale of S = scale * Q K^T (dV does not). Rows past the sequence are dropped.

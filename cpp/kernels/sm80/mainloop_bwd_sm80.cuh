@@ -45,6 +45,27 @@ struct MainloopBwdSm80 {
     }
   };
 
+  // The bias gradient of one step is dS itself (the bias adds to the logit): each (b, h, i, j) is written
+  // once, by the one block that owns key j, so no accumulation is needed. Elements outside the sequence are
+  // skipped; masked elements have P = 0 and write 0.
+  template <class Params, class TensorDS, class TensorC>
+  static __device__ __forceinline__ void store_bias_grad(Params const& p, TensorDS const& ds, TensorC const& coord_rc,
+                                                         int b, int head, int row0, int col0) {
+    Element* base = static_cast<Element*>(const_cast<void*>(p.grad_bias.data)) + b * p.grad_bias.stride_batch +
+                    head * p.grad_bias.stride_head;
+#pragma unroll
+    for (int r = 0; r < size<0>(ds); ++r) {
+      const int i = row0 + get<0>(coord_rc(r, 0));
+      if (i >= p.seqlen_q) continue;
+      Element* row = base + i * p.grad_bias.stride_seq;
+#pragma unroll
+      for (int k = 0; k < size<1>(ds); ++k) {
+        const int j = col0 + get<1>(coord_rc(r, k));
+        if (j < p.seqlen_kv) row[j] = Element(ds(r, k));
+      }
+    }
+  }
+
   // Runs every (query head of the group, query block of `range`) step for key block n_block of kv head
   // coord.head_kv, adding into acc_dk (unscaled: the caller applies the softmax scale) and acc_dv. With
   // kAtomicDq each step also adds its dQ to the fp32 accumulators; without, a dQ kernel computes it.
@@ -213,6 +234,9 @@ struct MainloopBwdSm80 {
       for (int r = 0; r < kNRows; ++r) {
 #pragma unroll
         for (int k = 0; k < size<1>(dp); ++k) dp(r, k) = s(r, k) * (dp(r, k) - dpsum[r]);
+      }
+      if constexpr (Bias::kKind == BiasKind::kDense) {
+        if (p.grad_bias.data != nullptr) store_bias_grad(p, dp, coord_rc, b, head, row0, col0);
       }
       copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_s)), tPsP);
       copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_dp)), tdSsdS);

@@ -25,10 +25,12 @@ constexpr size_t kProblemFields = 7 + 4 * 4 + 2;
 // bias: kind, causal, slopes_ptr, slopes_stride_batch, slopes_stride_head,
 //       dense_ptr, dense_dtype, dense_stride_batch, dense_stride_head, dense_stride_q, dense_stride_kv
 constexpr size_t kBiasFields = 11;
-// grads (backward only): for grad_o, grad_q, grad_k, grad_v each (data_ptr, stride_batch, stride_head,
-// stride_seq). The backward's problem is the forward's layout with o = the forward's output and lse_ptr =
-// the log-sum-exp that forward wrote.
-constexpr size_t kGradFields = 4 * 4;
+// grads (backward only): for grad_o, grad_q, grad_k, grad_v, grad_bias each (data_ptr, stride_batch,
+// stride_head, stride_seq). grad_bias is optional (data_ptr 0: not wanted; only for a dense additive bias):
+// a full (B, heads_q, Sq, Skv) tensor whose key stride is 1, the seq stride being its row stride. The
+// backward's problem is the forward's layout with o = the forward's output and lse_ptr = the log-sum-exp
+// that forward wrote.
+constexpr size_t kGradFields = 5 * 4;
 
 sdpa::TensorView view_at(const std::vector<int64_t>& f, size_t i) {
   return {reinterpret_cast<const void*>(f[i]), f[i + 1], f[i + 2], f[i + 3]};
@@ -73,6 +75,7 @@ sdpa::BackwardProblem make_backward(const std::vector<int64_t>& problem, float s
   p.grad_q = view_at(g, 4);
   p.grad_k = view_at(g, 8);
   p.grad_v = view_at(g, 12);
+  p.grad_bias = view_at(g, 16);
   p.deterministic = deterministic;
   return p;
 }

@@ -1,5 +1,6 @@
-// libsdpa from plain C++: one small attention problem with an ALiBi + causal bias, computed by the host
-// reference and, when the installed library has CUDA kernels and a device is visible, by the fused kernel.
+// libsdpa from plain C++: one small attention problem with an ALiBi + causal bias, forward and backward,
+// computed by the host reference and, when the installed library has CUDA kernels and a device is
+// visible, by the fused kernels.
 #include <sdpa/sdpa.hpp>
 
 #include <cmath>
@@ -73,6 +74,22 @@ void print_rows(const std::vector<float>& o, const std::vector<float>& lse) {
   }
 }
 
+// dQ of the loss sum(dO * O) from the host reference (fp64 inside): the oracle for the device backward.
+std::vector<float> reference_dq(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                const std::vector<float>& d_o, const std::vector<float>& slopes) {
+  std::vector<float> o(q.size()), lse(static_cast<size_t>(kBatch) * kHeads * kSeqQ), dq(q.size()), dk(k.size()),
+      dv(v.size());
+  sdpa::BackwardProblem p;
+  p.forward = make_problem(sdpa::DType::kFloat32, q.data(), k.data(), v.data(), o.data(), lse.data());
+  p.grad_o = view(d_o.data(), kSeqQ);
+  p.grad_q = view(dq.data(), kSeqQ);
+  p.grad_k = view(dk.data(), kSeqKv);
+  p.grad_v = view(dv.data(), kSeqKv);
+  const sdpa::Status status = sdpa::reference_backward(p, alibi_causal(slopes.data()));
+  if (!status.ok()) std::printf("reference_backward(): %s\n", status.message.c_str());
+  return dq;
+}
+
 #if DEMO_WITH_CUDA
 bool device_visible() {
   int count = 0;
@@ -131,6 +148,66 @@ int run_on_device(const std::vector<float>& q, const std::vector<float>& k, cons
   }
   return rc;
 }
+
+float bf16_bits_to_float(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+// forward() with the LSE, then backward() with a caller-owned workspace; prints dQ's largest difference
+// from the host reference.
+int run_backward_on_device(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                           const std::vector<float>& d_o, const std::vector<float>& slopes,
+                           const std::vector<float>& want_dq) {
+  uint16_t* dq_in = to_device(to_bf16_bits(q));
+  uint16_t* dk_in = to_device(to_bf16_bits(k));
+  uint16_t* dv_in = to_device(to_bf16_bits(v));
+  uint16_t* d_grad_o = to_device(to_bf16_bits(d_o));
+  float* dslopes = to_device(slopes);
+  std::vector<uint16_t> q_bits(q.size()), kv_bits(k.size());
+  uint16_t* d_out = to_device(q_bits);
+  uint16_t* grad_q = to_device(q_bits);
+  uint16_t* grad_k = to_device(kv_bits);
+  uint16_t* grad_v = to_device(kv_bits);
+  float* d_lse = to_device(std::vector<float>(static_cast<size_t>(kBatch) * kHeads * kSeqQ));
+  const sdpa::BiasDesc bias = alibi_causal(dslopes);
+  sdpa::BackwardProblem problem;
+  problem.forward = make_problem(sdpa::DType::kBFloat16, dq_in, dk_in, dv_in, d_out, d_lse);
+  problem.grad_o = view(d_grad_o, kSeqQ);
+  problem.grad_q = view(grad_q, kSeqQ);
+  problem.grad_k = view(grad_k, kSeqKv);
+  problem.grad_v = view(grad_v, kSeqKv);
+  const std::size_t workspace_bytes = sdpa::backward_workspace_size(problem, bias);
+  void* workspace = nullptr;
+  cudaMalloc(&workspace, workspace_bytes);
+  sdpa::Status status = sdpa::forward(problem.forward, bias);
+  if (status.ok()) status = sdpa::backward(problem, bias, workspace, workspace_bytes);
+  int rc = 0;
+  if (!status.ok()) {
+    std::printf("backward(): %s: %s\n", sdpa::status_code_name(status.code), status.message.c_str());
+  } else if (cudaMemcpy(q_bits.data(), grad_q, q_bits.size() * 2, cudaMemcpyDeviceToHost) != cudaSuccess) {
+    std::printf("backward(): copying dQ back failed\n");
+    rc = 1;
+  } else {
+    double max_diff = 0, max_ref = 0;
+    for (size_t n = 0; n < q_bits.size(); ++n) {
+      max_diff = std::fmax(max_diff, std::fabs(static_cast<double>(bf16_bits_to_float(q_bits[n])) - want_dq[n]));
+      max_ref = std::fmax(max_ref, std::fabs(static_cast<double>(want_dq[n])));
+    }
+    std::printf("backward() on the GPU (%s): max |dq - reference| = %.3g (max |dq| %.3g)\n",
+                sdpa::select_backward(problem, bias).kernel.c_str(), max_diff, max_ref);
+    rc = max_diff <= 2e-2 * std::fmax(max_ref, 1e-2) ? 0 : 1;
+  }
+  for (void* ptr : {static_cast<void*>(dq_in), static_cast<void*>(dk_in), static_cast<void*>(dv_in),
+                    static_cast<void*>(d_grad_o), static_cast<void*>(dslopes), static_cast<void*>(d_out),
+                    static_cast<void*>(grad_q), static_cast<void*>(grad_k), static_cast<void*>(grad_v),
+                    static_cast<void*>(d_lse), workspace}) {
+    cudaFree(ptr);
+  }
+  return rc;
+}
 #endif
 
 }  // namespace
@@ -154,9 +231,17 @@ int main() {
   std::printf("built_with_cuda() = %s, compiled_kernels().size() = %zu\n", sdpa::built_with_cuda() ? "true" : "false",
               sdpa::compiled_kernels().size());
 
+  const std::vector<float> d_o = make_input(kSeqQ, 3.0f);
+  const std::vector<float> dq = reference_dq(q, k, v, d_o, slopes);
+  std::printf("reference_backward(), dO = sin(...): dq[h=0, i=2, :4] = %+.4f %+.4f %+.4f %+.4f\n",
+              dq[2 * kHeadDim], dq[2 * kHeadDim + 1], dq[2 * kHeadDim + 2], dq[2 * kHeadDim + 3]);
+
 #if DEMO_WITH_CUDA
-  if (sdpa::built_with_cuda() && device_visible()) return run_on_device(q, k, v, slopes, o);
-  std::printf("no CUDA device visible: skipping forward()\n");
+  if (sdpa::built_with_cuda() && device_visible()) {
+    const int forward_rc = run_on_device(q, k, v, slopes, o);
+    return run_backward_on_device(q, k, v, d_o, slopes, dq) || forward_rc;
+  }
+  std::printf("no CUDA device visible: skipping forward() and backward()\n");
 #endif
   return 0;
 }

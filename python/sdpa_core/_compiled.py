@@ -65,6 +65,7 @@ def _covers(device_index, dtype, head_dim: int, kind: int, causal: int, has_slop
     slopes = [_ALIGNED, 0, 1] if has_slopes else [0, 0, 0]
     dense = [0, _C.DTYPE_BOOL, 0, 0, 0, 0] if dense_dtype is None else [_ALIGNED, codes[dense_dtype], 0, 0, 0, 1]
     fields = [kind, causal, *slopes, *dense]
+    grads = view * 4 + [0, 0, 0, 0]  # no bias gradient: a traced bias that requires grad runs on torch
     device = torch.device("cuda", device_index)
     return bool(_kernels.on_device(_C.select_forward, device, problem, 1.0, fields)[0]
-                and _kernels.on_device(_C.select_backward, device, problem, 1.0, fields, view * 4, deterministic)[0])
+                and _kernels.on_device(_C.select_backward, device, problem, 1.0, fields, grads, deterministic)[0])

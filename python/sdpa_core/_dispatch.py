@@ -27,11 +27,15 @@ def needs_grad(query, key, value) -> bool:
     return torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)
 
 
-def bias_needs_grad(bias: KernelBias) -> bool:
-    """The bias itself wants a gradient (a TensorBias tensor or ALiBi slopes that require grad), which the
-    fused backward does not compute: such calls run on PyTorch, whose autograd gives it."""
-    return torch.is_grad_enabled() and ((bias.dense is not None and bias.dense.requires_grad)
-                                        or (bias.slopes is not None and bias.slopes.requires_grad))
+def dense_needs_grad(bias: KernelBias) -> bool:
+    """A dense bias that autograd will want a gradient for (a learned TensorBias). The eager fused backward
+    computes it; the custom ops of torch.compile do not carry it (see python_refusals)."""
+    return bias.dense is not None and bias.dense.requires_grad and torch.is_grad_enabled()
+
+
+def slopes_need_grad(bias: KernelBias) -> bool:
+    """ALiBi slopes that require grad: no kernel computes their gradient, so PyTorch runs the call."""
+    return bias.slopes is not None and bias.slopes.requires_grad and torch.is_grad_enabled()
 
 
 def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> list[str]:
@@ -45,10 +49,12 @@ def python_refusals(query, key, value, bias: KernelBias, dropout_p: float) -> li
         reasons.append(f"fused kernels read float16 or bfloat16 inputs; got {query.dtype}")
     if dropout_p > 0.0:
         reasons.append("dropout_p > 0: the fused kernels have no dropout")
-    if bias_needs_grad(bias):
-        what = "attn_mask requires" if bias.dense is not None else "the ALiBi slopes require"
-        reasons.append(f"{what} grad: the fused backward computes no bias gradient, so PyTorch runs the forward "
-                       "and its backward")
+    if slopes_need_grad(bias):
+        reasons.append("the ALiBi slopes require grad: the fused backward computes no bias gradient for ALiBi "
+                       "slopes, so PyTorch runs the forward and its backward")
+    if dense_needs_grad(bias) and torch.compiler.is_compiling():
+        reasons.append("under torch.compile, a bias that requires grad runs on torch: the custom ops carry no "
+                       "bias gradient (eager calls run the fused backward with it)")
     if value.shape[-1] != query.shape[-1]:
         reasons.append(f"value head_dim {value.shape[-1]} differs from query head_dim {query.shape[-1]}")
     if query.numel() == 0 or key.numel() == 0:
@@ -69,7 +75,8 @@ def fused_eligible(query, key, value, bias: KernelBias, dropout_p: float) -> boo
             and value.shape[-1] == query.shape[-1] and query.numel() != 0 and key.numel() != 0
             and query.stride(-1) == 1 and key.stride(-1) == 1 and value.stride(-1) == 1
             and (dense is None or dense.dtype is torch.bool or dense.dtype is query.dtype)
-            and not (((dense is not None and dense.requires_grad) or (slopes is not None and slopes.requires_grad))
+            and not (((dense is not None and dense.requires_grad and torch.compiler.is_compiling())
+                      or (slopes is not None and slopes.requires_grad))
                      and torch.is_grad_enabled()))
 
 
@@ -77,10 +84,13 @@ def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_
               enable_gqa: bool) -> torch.Tensor:
     """The whole dispatch: sdpa_core's fused kernels, or PyTorch with the cheapest equivalent request.
 
-    A training call (query, key or value need grad) runs fused only where libsdpa has both the forward and
-    the backward kernel: the pair is one autograd node, and a torch forward cannot feed our backward."""
+    A training call (query, key, value or a float dense bias need grad) runs fused only where libsdpa has both
+    the forward and the backward kernel (for a learned bias, one that writes its gradient too): the pair is
+    one autograd node, and a torch forward cannot feed our backward."""
     compiling = torch.compiler.is_compiling()
-    training = needs_grad(query, key, value)
+    bias_grad = dense_needs_grad(bias)
+    # a learned bias makes a training call even where query, key and value need no gradient
+    training = bias_grad or needs_grad(query, key, value)
     if fused_eligible(query, key, value, bias, dropout_p) and not _routing.torch_is_faster(query, bias, training):
         if compiling:
             from . import _compiled  # imported while tracing only: eager users never load dynamo or the ops
@@ -96,8 +106,8 @@ def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_
                 if out is not None:
                     return out
             elif _kernels.select_training(query, key, value, bias, scale_value,
-                                          torch.are_deterministic_algorithms_enabled())[1]:
-                return _autograd.FusedAttention.apply(query, key, value, bias, scale_value)
+                                          torch.are_deterministic_algorithms_enabled(), bias_grad)[1]:
+                return _autograd.FusedAttention.apply(query, key, value, bias.dense, bias, scale_value)
     elif query.is_cuda and not compiling:
         query, key, value = _kernels.aligned(query, key, value)  # torch's kernels get some misaligned layouts wrong
     return _fallback.attention(query, key, value, bias, scale, dropout_p, enable_gqa)
@@ -106,7 +116,8 @@ def attention(query, key, value, bias: KernelBias, scale: float | None, dropout_
 class Plan:
     """What attention() does with a call, for explain(): ``path`` is "fused:<kernel>" or "torch:<request>",
     ``reasons`` why it is not fused (or notes on the fused path). ``backward`` is "" for a call that needs
-    no gradient, else "fused:<kernel>" or "torch" (autograd through the torch request)."""
+    no gradient, else "fused:<kernel>" (with notes such as "(with the bias gradient)") or "torch" (autograd
+    through the torch request)."""
 
     __slots__ = ("path", "reasons", "backward")
 
@@ -117,7 +128,8 @@ class Plan:
 def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: float) -> Plan:
     """The path attention() takes for these arguments, and why. Launches nothing."""
     reasons = python_refusals(query, key, value, bias, dropout_p)
-    training = needs_grad(query, key, value)
+    bias_grad = dense_needs_grad(bias)
+    training = bias_grad or needs_grad(query, key, value)  # as attention() decides it
     torch_backward = "torch" if training else ""
     if not reasons:  # CUDA inputs: python_refusals refuses any other device
         faster = _routing.torch_is_faster(query, bias, training)
@@ -127,7 +139,7 @@ def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: fl
         scale_value = default_scale(query, scale)
         deterministic = torch.are_deterministic_algorithms_enabled()
         if training:
-            kernel, backward, reason = _kernels.select_training(*aligned, bias, scale_value, deterministic)
+            kernel, backward, reason = _kernels.select_training(*aligned, bias, scale_value, deterministic, bias_grad)
             if kernel and not backward:
                 kernel, reason = "", (f"no fused backward for this call ({reason}); PyTorch runs the forward too: "
                                       f"a training call runs both passes on one path")
@@ -136,6 +148,8 @@ def plan(query, key, value, bias: KernelBias, scale: float | None, dropout_p: fl
         if kernel:
             copied = [n for n, a, t in zip(("query", "key", "value"), aligned, (query, key, value)) if a is not t]
             notes = [f"{', '.join(copied)} copied to an aligned layout first"] if copied else []
+            if backward and bias_grad:
+                backward += " (with the bias gradient)"
             if backward and deterministic:
                 backward += " (deterministic: torch.use_deterministic_algorithms is on)"
             return Plan("fused:" + kernel, notes, "fused:" + backward if backward else "")

@@ -17,7 +17,7 @@ _CONTRACT = {
     "BIAS_NONE": BiasKind.NONE, "BIAS_ALIBI": BiasKind.ALIBI, "BIAS_DENSE": BiasKind.DENSE,
     "CAUSAL_NONE": 0, "CAUSAL_UPPER_LEFT": CausalVariant.UPPER_LEFT, "CAUSAL_LOWER_RIGHT": CausalVariant.LOWER_RIGHT,
     # the lengths problem_args(), bias_args() and grad_args() build
-    "PROBLEM_FIELDS": 25, "BIAS_FIELDS": 11, "GRAD_FIELDS": 16,
+    "PROBLEM_FIELDS": 25, "BIAS_FIELDS": 11, "GRAD_FIELDS": 20,
 }
 _broken = {name: (int(value), getattr(_C, name, None)) for name, value in _CONTRACT.items()
            if getattr(_C, name, None) != int(value)}
@@ -59,12 +59,35 @@ def bias_args(bias, query, key) -> list[int]:
     return [int(bias.kind), int(bias.causal or 0), *slopes, *dense]
 
 
-def grad_args(grad_out, grad_q, grad_k, grad_v) -> list[int]:
+def grad_args(grad_out, grad_q, grad_k, grad_v, grad_bias: torch.Tensor | None = None) -> list[int]:
+    """(pointer, batch, head and seq strides) of each gradient; grad_bias None is the null view: no bias
+    gradient wanted."""
     fields = []
     for t in (grad_out, grad_q, grad_k, grad_v):
         stride = t.stride()
         fields += [t.data_ptr(), stride[0], stride[1], stride[2]]
-    return fields
+    if grad_bias is None:
+        return fields + [0, 0, 0, 0]
+    stride = grad_bias.stride()
+    return fields + [grad_bias.data_ptr(), stride[0], stride[1], stride[2]]
+
+
+def bias_grad_shape(query, key) -> tuple[int, int, int, int]:
+    """(B, Hq, Sq, Skv): the kernel writes the bias gradient for every query head and position, whatever
+    the bias broadcasts along; the caller sums it down to the bias's shape."""
+    return query.shape[0], query.shape[1], query.shape[2], key.shape[2]
+
+
+def empty_bias_grad(query, key) -> torch.Tensor:
+    """The tensor the backward kernel writes the bias gradient into: contiguous, the query's dtype."""
+    return torch.empty(bias_grad_shape(query, key), dtype=query.dtype, device=query.device)
+
+
+def _bias_grad_stand_in(query, key) -> list[int]:
+    """grad_args()'s grad_bias fields for a select call: the query's (aligned) pointer with the strides that
+    empty_bias_grad() gives, so libsdpa judges exactly the layout the backward will write."""
+    _, heads, seq_q, seq_kv = bias_grad_shape(query, key)
+    return [query.data_ptr(), heads * seq_q * seq_kv, seq_q * seq_kv, seq_kv]
 
 
 def on_device(fn, device: torch.device, *args):
@@ -97,18 +120,21 @@ def try_forward_lse(query, key, value, bias, scale: float,
 
 
 def try_backward(query, key, value, out, lse, grad_out, bias, scale: float, deterministic: bool,
-                 grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+                 grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                 grad_bias: torch.Tensor | None = None):
     """(dq, dk, dv) from the fused backward kernel, or None when libsdpa has none for these inputs.
 
     ``query``, ``key``, ``value``, ``out`` and ``lse`` are what try_forward_lse() read and wrote. ``grads``
     are the tensors to write; by default each is laid out like its input (dk and dv have key's heads: the
-    kernel sums each query-head group). grad_out is copied first if the kernel cannot read it as it is
-    (autograd hands ``out.sum()`` an expanded tensor whose every stride is 0)."""
+    kernel sums each query-head group). ``grad_bias`` (a dense additive bias only; empty_bias_grad()'s
+    layout) is filled with the bias gradient for every (b, query head, i, j) when given. grad_out is copied
+    first if the kernel cannot read it as it is (autograd hands ``out.sum()`` an expanded tensor whose every
+    stride is 0)."""
     if grad_out.stride(-1) != 1 or not is_aligned(grad_out):
         grad_out = grad_out.clone(memory_format=torch.contiguous_format)
     dq, dk, dv = (torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)) if grads is None else grads
     problem, fields = problem_args(query, key, value, out, lse), bias_args(bias, query, key)
-    gfields = grad_args(grad_out, dq, dk, dv)
+    gfields = grad_args(grad_out, dq, dk, dv, grad_bias)
     workspace_bytes = _C.backward_workspace_size(problem, scale, fields, gfields, deterministic)
     # libsdpa never allocates; torch's caching allocator makes this cheap (and CUDA-graph safe)
     workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=query.device) if workspace_bytes else None
@@ -123,23 +149,34 @@ def select(query, key, value, bias, scale: float) -> tuple[str, str]:
     return _C.select_forward(args, scale, bias_args(bias, query, key))
 
 
-def select_backward(query, key, value, bias, scale: float, deterministic: bool) -> tuple[str, str]:
-    """select() for the backward of a forward on these inputs. The output, its gradient and dq are allocated
-    like the query, dk and dv like key and value; the query's (device) pointer stands in for the LSE that
-    the forward would write. Reads no tensor data."""
+def _select_grads(query, key, value, bias_grad: bool) -> list[int]:
+    """grad_args() as the backward will pass them: the output's gradient and dq laid out like the query, dk
+    and dv like key and value, and (``bias_grad``) the bias gradient as empty_bias_grad() allocates it."""
+    fields = grad_args(query, query, key, value)
+    return (fields[:16] + _bias_grad_stand_in(query, key)) if bias_grad else fields
+
+
+def select_backward(query, key, value, bias, scale: float, deterministic: bool,
+                    bias_grad: bool = False) -> tuple[str, str]:
+    """select() for the backward of a forward on these inputs (``bias_grad``: that also writes the dense
+    bias's gradient). The query's (device) pointer stands in for the LSE that the forward would write.
+    Reads no tensor data."""
     problem = problem_args(query, key, value, query, query)
-    return _C.select_backward(problem, scale, bias_args(bias, query, key), grad_args(query, query, key, value),
+    return _C.select_backward(problem, scale, bias_args(bias, query, key), _select_grads(query, key, value, bias_grad),
                               deterministic)
 
 
-def select_training(query, key, value, bias, scale: float, deterministic: bool) -> tuple[str, str, str]:
-    """(forward kernel, backward kernel, "") when libsdpa runs both passes of a training call, else the first
-    refusal as ("", "", reason) or (forward kernel, "", reason). Reads no tensor data."""
+def select_training(query, key, value, bias, scale: float, deterministic: bool,
+                    bias_grad: bool = False) -> tuple[str, str, str]:
+    """(forward kernel, backward kernel, "") when libsdpa runs both passes of a training call (``bias_grad``:
+    whose backward also writes the dense bias's gradient), else the first refusal as ("", "", reason) or
+    (forward kernel, "", reason). Reads no tensor data."""
     problem, fields = problem_args(query, key, value, query, query), bias_args(bias, query, key)
     forward, reason = _C.select_forward(problem, scale, fields)
     if not forward:
         return "", "", reason
-    backward, reason = _C.select_backward(problem, scale, fields, grad_args(query, query, key, value), deterministic)
+    backward, reason = _C.select_backward(problem, scale, fields, _select_grads(query, key, value, bias_grad),
+                                          deterministic)
     return forward, backward, reason
 
 

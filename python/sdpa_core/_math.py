@@ -39,10 +39,12 @@ def forward_lse(query, key, value, bias, scale: float) -> tuple[torch.Tensor, to
     return out.to(query.dtype), lse.to(torch.float32)
 
 
-def backward(grad_out, query, key, value, out, lse, bias, scale: float):
+def backward(grad_out, query, key, value, out, lse, bias, scale: float, grad_bias: torch.Tensor | None = None):
     """(dq, dk, dv) in the inputs' dtypes; dk and dv have key's heads (summed over each query-head group).
 
-    dS = P * (dP - rowsum(dO * O)), with O the forward's rounded output, as the fused kernel computes it."""
+    dS = P * (dP - rowsum(dO * O)), with O the forward's rounded output, as the fused kernel computes it.
+    ``grad_bias``, a (B, Hq, Sq, Skv) tensor, receives dS (the gradient of an additive dense bias), as the
+    kernel's optional bias-gradient output does."""
     heads_q, heads_kv = query.shape[1], key.shape[1]
     p, _ = _probabilities(query, key, bias, scale, lse)
     compute = p.dtype
@@ -51,6 +53,8 @@ def backward(grad_out, query, key, value, out, lse, bias, scale: float):
     dv = p.transpose(-1, -2) @ d_out
     dp = d_out @ v.transpose(-1, -2)
     ds = p * (dp - (d_out * out.to(compute)).sum(dim=-1, keepdim=True))
+    if grad_bias is not None:
+        grad_bias.copy_(ds)
     dq = (ds @ k) * scale
     dk = (ds.transpose(-1, -2) @ query.to(compute)) * scale
     if heads_kv != heads_q:

@@ -11,7 +11,12 @@ are listed here with the measurement behind each (benchmarks/results.md, H100, 2
 Everything else (ALiBi, lower-right causal prefill, dense bias + causal) stays on sdpa_core's kernels,
 which are at or ahead of torch there.
 
-Training calls (query, key or value need grad) follow the same rule, with no rule of their own: forward
+One exception to the dense-bias rule: a call that trains the bias itself (its tensor requires grad) stays
+fused. torch's cuDNN and flash backends compute no bias gradient, so torch runs such a call on its
+memory-efficient backend (~105 TFLOP/s on the H200), where the fused backward that also writes the
+bias gradient is expected at ~160+ (to be confirmed in benchmarks/results.md).
+
+Other training calls (query, key or value need grad) follow the same rules, with none of their own: forward
 and backward run on one path (torch's forward does not write the log-sum-exp sdpa_core's backward reads),
 and where torch's forward wins, its backward (cuDNN's, FlashAttention-2's) is the one our sm80-class
 backward has to beat, which it is not expected to on sm90 before sdpa_core's Hopper kernels. Once the
@@ -53,9 +58,20 @@ def torch_is_faster(query, bias, training: bool = False) -> str:
             return ("dispatch_policy 'auto': on sm90 torch's fused forward and backward are faster for "
                     "lower-right causal training")
         return _unbiased_reason(query, causal)
+    if kind == 2 and training and _trains_the_bias(bias):
+        # The bias-gradient rule: torch's cuDNN kernel, the reason for the rule below, has no bias gradient;
+        # torch falls back to its memory-efficient backend (~105 TFLOP/s, H200), slower than the fused
+        # backward with the bias gradient (expected ~160+). So learned biases go fused, causal or not.
+        return ""
     if kind == 2 and causal == 0 and device_info(query.device)[0] == 9:
         return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
     return ""
+
+
+def _trains_the_bias(bias) -> bool:
+    """The dense bias's tensor will get a gradient (``_dispatch.dense_needs_grad``, which this module cannot
+    import: the dispatcher imports it)."""
+    return bias.dense.requires_grad and torch.is_grad_enabled()
 
 
 def _unbiased_reason(query, causal: int) -> str:

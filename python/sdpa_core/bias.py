@@ -146,7 +146,11 @@ class TensorBias(_BuiltinBias):
 
     A float bias of the query's dtype or a bool mask runs fused on CUDA (read in place, broadcast
     dimensions through zero strides); a float bias of another dtype is converted to the query's dtype
-    and computed by PyTorch.
+    and computed by PyTorch. A float bias that requires grad (a learned relative-position bias, T5 or
+    Swin style) gets its gradient from the fused backward in eager mode: written for every (batch, query
+    head, query, key), then summed over the dimensions the bias broadcasts along, which costs one
+    (B, H, Sq, Skv) buffer of the query's dtype during the backward. Under ``torch.compile`` PyTorch
+    computes such calls.
 
     Args:
         bias: a bool or floating tensor broadcastable to (B, H, Sq, Skv) (for N-D inputs, to

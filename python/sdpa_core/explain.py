@@ -8,7 +8,7 @@ import torch
 
 from . import _dispatch, _nd, _validate, policy
 from ._kernel_bias import KernelBias
-from .bias import _BuiltinBias
+from .bias import TensorBias, _BuiltinBias
 from .functional import resolve_mask
 from .variants import CausalVariant
 
@@ -24,9 +24,10 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
     Returns:
         A few lines: ``bias: ...`` (the bias as sdpa_core sees it), ``note: ...`` lines (deprecations,
         materialization, copies), and ``path: ...``: the fused kernel and its configuration, or the
-        PyTorch request and every reason a fused kernel does not run it. Inputs that require grad get
-        a ``backward: ...`` line as well: the fused backward kernel, or PyTorch's autograd through the
-        request (a training call runs both passes on one path).
+        PyTorch request and every reason a fused kernel does not run it. Inputs or a float mask that
+        require grad get a ``backward: ...`` line as well: the fused backward kernel ("with the bias
+        gradient" where it also writes the mask's), or PyTorch's autograd through the request (a training
+        call runs both passes on one path).
 
     Raises:
         The same errors as ``scaled_dot_product_attention`` for the same arguments.
@@ -44,11 +45,11 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
         _validate.check_tensor_types(query, key, value)
         return _render("as given", notes, "torch:torch SDPA on the inputs as given",
                        ["query/key/value shapes are not (N, ..., H, S, D) with one set of batch dimensions"],
-                       _torch_backward(query, key, value))
+                       _torch_backward(query, key, value, attn_bias))
     adapted = _nd.to_4d(query, key, value, attn_bias)
     if adapted is None:
         return _render(repr(attn_bias), notes, "torch:torch SDPA on the inputs as given",
-                       ["attn_mask has more dimensions than the query"], _torch_backward(query, key, value))
+                       ["attn_mask has more dimensions than the query"], _torch_backward(query, key, value, attn_bias))
     q, k, v, attn_bias, _ = adapted
     _validate.check_inputs(q, k, v, enable_gqa)
     if attn_bias is None:
@@ -65,8 +66,9 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
     return _render(described, notes, plan.path, plan.reasons, plan.backward)
 
 
-def _torch_backward(query, key, value) -> str:
-    return "torch" if _dispatch.needs_grad(query, key, value) else ""
+def _torch_backward(query, key, value, attn_bias) -> str:
+    learned = isinstance(attn_bias, TensorBias) and attn_bias.bias.requires_grad and torch.is_grad_enabled()
+    return "torch" if learned or _dispatch.needs_grad(query, key, value) else ""
 
 
 def _render(described: str, notes: list[str], path: str, reasons: list[str], backward: str = "") -> str:

@@ -51,10 +51,12 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
             shape, dtype or value; the message names it. ``is_causal=True`` together with a bias that is
             already causal is an SdpaValueError; with a Tensor mask or TensorBias both apply, as in torch.
 
-    Where no sdpa_core kernel covers the call (CPU, float32/float64, dropout, a bias that requires grad,
-    other head dims), PyTorch computes it from the cheapest equivalent request; ``explain()`` tells
+    Where no sdpa_core kernel covers the call (CPU, float32/float64, dropout, ALiBi slopes that require
+    grad, other head dims), PyTorch computes it from the cheapest equivalent request; ``explain()`` tells
     which path runs and why. Inputs that require grad run sdpa_core's fused backward where it has one
-    for the call (a training call runs forward and backward on the same path).
+    for the call (a training call runs forward and backward on the same path); so does a float
+    ``TensorBias`` that requires grad, whose gradient the fused backward writes (eager mode; under
+    ``torch.compile`` such a call runs on PyTorch).
     """
     if attn_mask is None and _routing.torch_takes_unmasked(query, key, value, dropout_p, scale):
         try:

@@ -238,31 +238,26 @@ def test_auto_routes_training_calls_like_inference(name):
     _check_against_oracle(q, k, v, out, [q, k, v], grads, grad_out, oracle_kwargs, torch.bfloat16, f"auto, {name}")
 
 
-@pytest.mark.parametrize("which", ["dense", "slopes"])
-def test_a_bias_that_requires_grad_runs_on_torch_and_gets_its_gradient(which):
-    """No fused bias gradient: a TensorBias tensor or ALiBi slopes that require grad keep the call on torch,
-    whose autograd gives the bias its gradient (checked against float32 torch on the CPU)."""
+def test_alibi_slopes_that_require_grad_run_on_torch_and_get_their_gradient():
+    """No fused slope gradient: ALiBi slopes that require grad keep the call on torch, whose autograd gives
+    them their gradient (checked against float32 torch on the CPU). A dense bias's gradient is fused:
+    test_bias_grad_gpu.py."""
     q, k, v = make_qkv(1, 4, 4, 65, 65, 64, "contiguous", "cuda", torch.bfloat16, requires_grad=True)
-    if which == "dense":
-        leaf = torch.randn(1, 4, 65, 65, device="cuda").bfloat16().requires_grad_(True)
-        bias, reason = sdpa_core.TensorBias(leaf), "attn_mask requires grad"
-    else:
-        leaf = sdpa_core.alibi_slopes(4, device="cuda").requires_grad_(True)
-        bias, reason = sdpa_core.AlibiBias(leaf, 65, 65, causal=sdpa_core.CausalVariant.UPPER_LEFT), "slopes require"
+    leaf = sdpa_core.alibi_slopes(4, device="cuda").requires_grad_(True)
+    bias = sdpa_core.AlibiBias(leaf, 65, 65, causal=sdpa_core.CausalVariant.UPPER_LEFT)
     text = sdpa_core.explain(q, k, v, attn_mask=bias)
-    assert reason in text and "backward: PyTorch autograd" in text, text
+    assert "slopes require grad" in text and "backward: PyTorch autograd" in text, text
     out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     assert not _fused_backward_ran(out)
     grad_out = torch.randn_like(out)
     (got,) = torch.autograd.grad(out, (leaf,), grad_out)
     cpu = [t.detach().float().cpu().requires_grad_(True) for t in (q, k, v, leaf)]
-    cpu_bias = sdpa_core.TensorBias(cpu[3]) if which == "dense" else sdpa_core.AlibiBias(
-        cpu[3], 65, 65, causal=sdpa_core.CausalVariant.UPPER_LEFT)
+    cpu_bias = sdpa_core.AlibiBias(cpu[3], 65, 65, causal=sdpa_core.CausalVariant.UPPER_LEFT)
     cpu_out = sdpa_core.scaled_dot_product_attention(*cpu[:3], attn_mask=cpu_bias)
     (want,) = torch.autograd.grad(cpu_out, (cpu[3],), grad_out.float().cpu())
     assert got.shape == leaf.shape and torch.isfinite(got.float()).all()
     err = (got.float().cpu() - want).abs().max().item()
-    assert err <= 3e-2 * max(1.0, want.abs().max().item()), f"d{which}: {err:.3g}"
+    assert err <= 3e-2 * max(1.0, want.abs().max().item()), f"dslopes: {err:.3g}"
 
 
 @pytest.mark.parametrize("name", ["is_causal", "alibi_upper_left", "causal_lower_right"])

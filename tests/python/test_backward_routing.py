@@ -21,14 +21,19 @@ class Kernels:
 
     def __init__(self, backward_runs=True):
         self.forward_calls, self.backward_flags, self.backward_runs = 0, [], backward_runs
+        self.bias_grad_shapes = []  # per backward call: the shape of the grad_bias buffer asked for, or None
 
     def try_forward_lse(self, query, key, value, bias, scale, out=None):
         self.forward_calls += 1
         return _math.forward_lse(query, key, value, bias, scale)
 
-    def try_backward(self, query, key, value, out, lse, grad_out, bias, scale, deterministic, grads=None):
+    def try_backward(self, query, key, value, out, lse, grad_out, bias, scale, deterministic, grads=None,
+                     grad_bias=None):
         self.backward_flags.append(deterministic)
-        return _math.backward(grad_out, query, key, value, out, lse, bias, scale) if self.backward_runs else None
+        self.bias_grad_shapes.append(None if grad_bias is None else tuple(grad_bias.shape))
+        if not self.backward_runs:
+            return None
+        return _math.backward(grad_out, query, key, value, out, lse, bias, scale, grad_bias=grad_bias)
 
 
 def _cpu_refusals(real):
@@ -47,7 +52,7 @@ def fused(monkeypatch):
     monkeypatch.setattr(_dispatch, "fused_eligible", lambda *args: not _dispatch.python_refusals(*args))
     monkeypatch.setattr(_kernels, "select_training", lambda *args: (FWD, BWD, ""))
     monkeypatch.setattr(_kernels, "select", lambda *args: (FWD, ""))
-    monkeypatch.setattr(_kernels, "select_backward", lambda *args: ("", "the stand-in refuses"))
+    monkeypatch.setattr(_kernels, "select_backward", lambda *args, **kwargs: ("", "the stand-in refuses"))
     monkeypatch.setattr(_kernels, "try_forward_lse", kernels.try_forward_lse)
     monkeypatch.setattr(_kernels, "try_backward", kernels.try_backward)
     with sdpa_core.dispatch_policy("own"):
@@ -123,21 +128,15 @@ def test_missing_backward_kernel_keeps_the_whole_call_on_torch(fused, monkeypatc
     assert "backward: PyTorch autograd" in text, text
 
 
-@pytest.mark.parametrize("which", ["dense", "slopes"])
-def test_a_bias_that_requires_grad_runs_on_torch_and_gets_its_gradient(fused, which):
+def test_alibi_slopes_that_require_grad_run_on_torch_and_get_their_gradient(fused):
+    """No kernel computes a slope gradient (a dense bias's: test_bias_grad.py)."""
     q, k, v = (t.requires_grad_(True) for t in qkv(1, 2, 2, 9, 11, 64, dtype=torch.float64))
-    if which == "dense":
-        leaf = torch.randn(2, 9, 11, dtype=torch.float64, requires_grad=True)
-        mask = sdpa_core.TensorBias(leaf)
-        reference = leaf
-    else:
-        leaf = torch.tensor([0.3, 0.7], requires_grad=True)
-        mask = sdpa_core.AlibiBias(leaf, 9, 11)
-        i, j = torch.arange(9).view(-1, 1), torch.arange(11).view(1, -1)
-        reference = -leaf.double()[:, None, None] * (i + 2 - j).abs()
+    leaf = torch.tensor([0.3, 0.7], requires_grad=True)
+    mask = sdpa_core.AlibiBias(leaf, 9, 11)
+    i, j = torch.arange(9).view(-1, 1), torch.arange(11).view(1, -1)
+    reference = -leaf.double()[:, None, None] * (i + 2 - j).abs()
     text = sdpa_core.explain(q, k, v, attn_mask=mask)
-    assert "grad: the fused backward computes no bias gradient" in text, text
-    assert ("attn_mask requires" if which == "dense" else "slopes require") in text
+    assert "slopes require grad: the fused backward computes no bias gradient" in text, text
     assert "backward: PyTorch autograd" in text
     out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert fused.forward_calls == 0
@@ -176,13 +175,19 @@ def test_explain_on_cpu_reports_the_torch_backward():
 
 
 def test_binding_contract_for_the_backward():
-    assert _C.GRAD_FIELDS == _kernels._CONTRACT["GRAD_FIELDS"] == 16
+    """grads: grad_o, grad_q, grad_k, grad_v, grad_bias, each (pointer, batch, head, seq strides); a grad_bias
+    of None is the null view (pointer 0: no bias gradient)."""
+    assert _C.GRAD_FIELDS == _kernels._CONTRACT["GRAD_FIELDS"] == 20
     q, k, v = qkv(1, 2, 1, 5, 7, 64)
     lse = torch.empty(1, 2, 5)
     problem = _kernels.problem_args(q, k, v, q, lse)
     assert len(problem) == _C.PROBLEM_FIELDS and problem[23] == lse.data_ptr()
     grads = _kernels.grad_args(q, q, k, v.transpose(2, 3))
-    assert len(grads) == _C.GRAD_FIELDS and grads[12:] == [v.data_ptr(), *v.transpose(2, 3).stride()[:3]]
+    assert len(grads) == _C.GRAD_FIELDS and grads[12:16] == [v.data_ptr(), *v.transpose(2, 3).stride()[:3]]
+    assert grads[16:] == [0, 0, 0, 0]
+    grad_bias = torch.empty(1, 2, 5, 16)[..., :7]  # a row stride of 16 elements
+    grads = _kernels.grad_args(q, q, k, v, grad_bias)
+    assert len(grads) == _C.GRAD_FIELDS and grads[16:] == [grad_bias.data_ptr(), 2 * 5 * 16, 5 * 16, 16]
 
 
 def test_binding_backward_returns_reasons_and_raises_on_broken_preconditions():
@@ -204,3 +209,5 @@ def test_binding_backward_returns_reasons_and_raises_on_broken_preconditions():
         _C.backward(no_lse, 0.125, bias, grads, False, 0, 0)
     with pytest.raises(ValueError, match="grads"):
         _C.select_backward(problem, 0.125, bias, grads[:-1], False)
+    with pytest.raises(ValueError, match="grads"):  # the layout before grad_bias
+        _C.select_backward(problem, 0.125, bias, grads[:16], False)

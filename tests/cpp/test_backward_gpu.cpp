@@ -160,23 +160,41 @@ class BackwardGpu : public ::testing::TestWithParam<Case> {
     }
   }
 
-  // reference_backward() on the host copies; dQ rows whose forward LSE is -inf must be exactly 0.
-  void expect_matches_reference(const Gradients& got) {
+  // reference_forward() then reference_backward() on the host copies (and the bias gradient into
+  // `grad_bias` when given).
+  struct Reference {
+    HostTensor dq, dk, dv;
+    std::vector<float> lse;
+  };
+  void run_reference(Reference& out, HostTensor* grad_bias = nullptr) const {
     const Case& c = GetParam();
     const Shape& s = c.shape;
     HostTensor o = sdpa_test::make_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout);
-    HostTensor dq = o, dk = k_, dv = v_;
-    std::vector<float> lse(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q);
+    out.dq = o;
+    out.dk = k_;
+    out.dv = v_;
+    out.lse.assign(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q, 0.0f);
     sdpa::BackwardProblem reference;
-    reference.forward = sdpa_test::host_problem(q_, k_, v_, o, lse.data(), scale_);
+    reference.forward = sdpa_test::host_problem(q_, k_, v_, o, out.lse.data(), scale_);
     reference.grad_o = d_o_.view();
-    reference.grad_q = dq.view();
-    reference.grad_k = dk.view();
-    reference.grad_v = dv.view();
+    reference.grad_q = out.dq.view();
+    reference.grad_k = out.dk.view();
+    reference.grad_v = out.dv.view();
+    if (grad_bias != nullptr) reference.grad_bias = grad_bias->view();
     const sdpa::Status forward = sdpa::reference_forward(reference.forward, bias_.host);
     ASSERT_TRUE(forward.ok()) << forward.message;
     const sdpa::Status backward = sdpa::reference_backward(reference, bias_.host);
     ASSERT_TRUE(backward.ok()) << backward.message;
+  }
+
+  // The gradients against the reference; dQ rows whose forward LSE is -inf must be exactly 0.
+  void expect_matches_reference(const Gradients& got) {
+    const Case& c = GetParam();
+    const Shape& s = c.shape;
+    Reference want;
+    ASSERT_NO_FATAL_FAILURE(run_reference(want));
+    const HostTensor &dq = want.dq, &dk = want.dk, &dv = want.dv;
+    const std::vector<float>& lse = want.lse;
 
     std::vector<bool> empty(lse.size());
     for (size_t row = 0; row < lse.size(); ++row) empty[row] = lse[row] == -std::numeric_limits<float>::infinity();
@@ -248,19 +266,9 @@ TEST_P(BackwardGpu, BiasGradientMatchesReference) {
   std::vector<uint16_t> got(grad_bias.bytes() / 2);
   ASSERT_CUDA(cudaMemcpy(got.data(), grad_bias.get(), grad_bias.bytes(), cudaMemcpyDeviceToHost));
 
-  HostTensor o = sdpa_test::make_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout);
-  HostTensor dq = o, dk = k_, dv = v_, want = layout;
-  std::vector<float> lse(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q);
-  sdpa::BackwardProblem reference;
-  reference.forward = sdpa_test::host_problem(q_, k_, v_, o, lse.data(), scale_);
-  reference.grad_o = d_o_.view();
-  reference.grad_q = dq.view();
-  reference.grad_k = dk.view();
-  reference.grad_v = dv.view();
-  reference.grad_bias = want.view();
-  ASSERT_TRUE(sdpa::reference_forward(reference.forward, bias_.host).ok());
-  const sdpa::Status backward = sdpa::reference_backward(reference, bias_.host);
-  ASSERT_TRUE(backward.ok()) << backward.message;
+  HostTensor want = layout;
+  Reference unused;
+  ASSERT_NO_FATAL_FAILURE(run_reference(unused, &want));
   compare_gradient("dbias", c, want, got, {});
 }
 

@@ -9,6 +9,7 @@ from .explain import explain
 from .functional import scaled_dot_product_attention
 from .policy import dispatch_policy
 from .variants import CausalVariant
+from .varlen import varlen_attn
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "causal_lower_right",
     "alibi_slopes",
     "scaled_dot_product_attention",
+    "varlen_attn",
     "explain",
     "dispatch_policy",
     "SdpaValueError",

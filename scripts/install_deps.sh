@@ -14,6 +14,13 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "${SDPA_TORCH:-torch==2.13.0}"
 fi
 "$PY" -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12" "nvidia-cutlass>=3.5" "cmake>=3.24" ninja pytest
+# transformers for tests/python/test_transformers.py (the optional sdpa_core[transformers] extra). The
+# constraint pins torch to the one installed above, so pip can never swap it (a CUDA torch on a GPU
+# machine, the CPU one in CI) for another build.
+TORCH_PIN=$(mktemp)
+"$PY" -c "import torch; print('torch==' + torch.__version__)" > "$TORCH_PIN"
+"$PY" -m pip install -q -c "$TORCH_PIN" "transformers>=5.17,<6"
+rm -f "$TORCH_PIN"
 
 # GoogleTest from Debian's packages, for the C++ suites.
 if [ ! -f /usr/include/gtest/gtest.h ] && [ "${SDPA_SKIP_APT:-0}" != 1 ]; then

@@ -103,9 +103,7 @@ def try_forward(query, key, value, bias, scale: float, out: torch.Tensor | None 
     tensor laid out like query."""
     if out is None:
         out = torch.empty_like(query)  # keeps query's layout; several times cheaper than torch.empty(shape, ...)
-    reason = on_device(_C.forward, query.device, problem_args(query, key, value, out), scale,
-                        bias_args(bias, query, key))
-    return None if reason else out
+    return out if _run_forward(query, key, value, bias, scale, out, None) else None
 
 
 def try_forward_lse(query, key, value, bias, scale: float,
@@ -114,9 +112,14 @@ def try_forward_lse(query, key, value, bias, scale: float,
     (B, Hq, Sq) float32, contiguous (libsdpa's layout); ``out`` defaults to a tensor laid out like query."""
     out = torch.empty_like(query) if out is None else out
     lse = torch.empty(query.shape[:3], dtype=torch.float32, device=query.device)
+    return (out, lse) if _run_forward(query, key, value, bias, scale, out, lse) else None
+
+
+def _run_forward(query, key, value, bias, scale: float, out, lse) -> bool:
+    """Launches the fused forward into ``out`` (and ``lse`` when given); False when libsdpa has no kernel."""
     reason = on_device(_C.forward, query.device, problem_args(query, key, value, out, lse), scale,
                         bias_args(bias, query, key))
-    return None if reason else (out, lse)
+    return not reason
 
 
 def try_backward(query, key, value, out, lse, grad_out, bias, scale: float, deterministic: bool,
@@ -171,12 +174,10 @@ def select_training(query, key, value, bias, scale: float, deterministic: bool,
     """(forward kernel, backward kernel, "") when libsdpa runs both passes of a training call (``bias_grad``:
     whose backward also writes the dense bias's gradient), else the first refusal as ("", "", reason) or
     (forward kernel, "", reason). Reads no tensor data."""
-    problem, fields = problem_args(query, key, value, query, query), bias_args(bias, query, key)
-    forward, reason = _C.select_forward(problem, scale, fields)
+    forward, reason = select(query, key, value, bias, scale)
     if not forward:
         return "", "", reason
-    backward, reason = _C.select_backward(problem, scale, fields, _select_grads(query, key, value, bias_grad),
-                                          deterministic)
+    backward, reason = select_backward(query, key, value, bias, scale, deterministic, bias_grad)
     return forward, backward, reason
 
 

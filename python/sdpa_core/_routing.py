@@ -52,12 +52,7 @@ def torch_is_faster(query, bias, training: bool = False) -> str:
         return ""
     kind, causal = int(bias.kind), int(bias.causal or 0)
     if kind == 0:
-        if training and causal == 2 and device_info(query.device)[0] == 9:
-            # fwd+bwd, H200, 2026-11-26, d128 Sq2k/Skv8k: torch's FlashAttention-2 302 TFLOP/s, ours 236
-            # (the sm80 backward; the forwards tie)
-            return ("dispatch_policy 'auto': on sm90 torch's fused forward and backward are faster for "
-                    "lower-right causal training")
-        return _unbiased_reason(query, causal)
+        return _unbiased_reason(query, causal, training)
     if kind == 2 and training and _trains_the_bias(bias):
         # The bias-gradient rule: torch's cuDNN kernel, the reason for the rule below, has no bias gradient;
         # torch falls back to its memory-efficient backend (~105 TFLOP/s, H200), slower than the fused
@@ -74,12 +69,17 @@ def _trains_the_bias(bias) -> bool:
     return bias.dense.requires_grad and torch.is_grad_enabled()
 
 
-def _unbiased_reason(query, causal: int) -> str:
-    """The rule for calls without an additive bias (``causal``: 0 none, 1 upper-left, 2 lower-right), shared
-    by the dispatcher and the no-mask hot path."""
+def _unbiased_reason(query, causal: int, training: bool = False) -> str:
+    """The rule for calls without an additive bias (``causal``: 0 none, 1 upper-left, 2 lower-right;
+    ``training``: the backward's speed counts too), shared by the dispatcher and the no-mask hot path."""
     major, sms = device_info(query.device)
     if causal in (0, 1) and major == 9:
         return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
+    if training and causal == 2 and major == 9:
+        # fwd+bwd, H200, 2026-11-26, d128 Sq2k/Skv8k: torch's FlashAttention-2 302 TFLOP/s, ours 236 (the sm80
+        # backward; the forwards tie)
+        return ("dispatch_policy 'auto': on sm90 torch's fused forward and backward are faster for "
+                "lower-right causal training")
     if query.shape[2] <= _DECODE_ROWS and query.shape[0] * query.shape[1] < sms:
         return ("dispatch_policy 'auto': too few query tiles to fill the GPU (decode-shaped); torch's flash "
                 "kernel splits the key range, sdpa_core's split-KV kernel is not built yet")

@@ -43,6 +43,7 @@ from transformers.masking_utils import AttentionMaskInterface, causal_mask_funct
 import sdpa_core
 
 from .._kernel_bias import KernelBias
+from .._masks import causal_keep
 from ..bias import TensorBias
 from ..variants import CausalVariant
 
@@ -74,10 +75,8 @@ class CausalPattern:
 
     def materialize(self, device=None) -> torch.Tensor:
         """The bool (B or 1, 1, Sq, Skv) mask transformers' ``sdpa_mask`` would have built (slow reference)."""
-        offset = self.seq_len_kv - self.seq_len_q if self.lower_right else 0
-        q = torch.arange(self.seq_len_q, device=device)[:, None]
-        k = torch.arange(self.seq_len_kv, device=device)[None, :]
-        keep = (k <= q + offset)[None, None]
+        variant = CausalVariant.LOWER_RIGHT if self.lower_right else CausalVariant.UPPER_LEFT
+        keep = causal_keep(variant, self.seq_len_q, self.seq_len_kv, device)[None, None]
         if self.key_padding is not None:
             keep = keep & self.key_padding.to(device)[:, None, None, :]
         return keep
@@ -97,11 +96,7 @@ class PaddedLowerRight(TensorBias):
         return f"PaddedLowerRight(key_padding_shape={tuple(self.bias.shape)})"
 
     def materialize(self, device=None) -> torch.Tensor:
-        seq_q, seq_kv = self._seq_lens
-        offset = seq_kv - seq_q
-        q = torch.arange(seq_q, device=self.bias.device)[:, None]
-        k = torch.arange(seq_kv, device=self.bias.device)[None, :]
-        out = self.bias & (k <= q + offset)
+        out = self.bias & causal_keep(CausalVariant.LOWER_RIGHT, *self._seq_lens, self.bias.device)
         return out if device is None else out.to(device)
 
     def _kernel_bias(self, causal: bool) -> KernelBias:

@@ -7,4 +7,8 @@ namespace sdpa {
 // no CUDA or no device is visible.
 int current_compute_capability();
 
+// Streaming multiprocessors of the current device (132 on an H100 SXM), or 1 when none is visible; the
+// split-KV decode kernel sizes its split count from it.
+int current_sm_count();
+
 }  // namespace sdpa

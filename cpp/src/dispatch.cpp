@@ -37,8 +37,9 @@ std::string compiled_head_dims(const std::vector<KernelEntryFor<Problem>>& regis
   return text.empty() ? "none" : text;
 }
 
-KernelKey make_key(Direction direction, const AttentionProblem& problem, const BiasDesc& bias) {
+KernelKey make_key(Direction direction, const AttentionProblem& problem, const BiasDesc& bias, unsigned variant) {
   KernelKey key;
+  key.variant = variant;
   key.direction = direction;
   key.bias = bias_id(bias);
   key.dtype = problem.dtype;
@@ -53,7 +54,8 @@ const AttentionProblem& forward_of(const BackwardProblem& problem) { return prob
 // Everything after validation: a CUDA build, a dtype the kernels read, a visible device, then the table.
 template <class Problem>
 SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>& registry, Direction direction,
-                                      const Problem& problem, const BiasDesc& bias) {
+                                      const Problem& problem, const BiasDesc& bias,
+                                      unsigned variant = kVariantNone) {
   const AttentionProblem& fwd = forward_of(problem);
   if (!built_with_cuda()) {
     return refused<Problem>(Status::error(StatusCode::kNotCompiled, "libsdpa was built without CUDA kernels"));
@@ -64,7 +66,7 @@ SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>
   }
   const int capability = current_compute_capability();
   if (capability == 0) return refused<Problem>(unsupported("no CUDA device is visible"));
-  const KernelKey key = make_key(direction, fwd, bias);
+  const KernelKey key = make_key(direction, fwd, bias, variant);
   SelectionFor<Problem> selection = select_kernel(registry, key, capability, problem, bias);
   if (selection.status.code == StatusCode::kNotCompiled) {
     selection.status.message += " (compiled head dims: " + compiled_head_dims(registry, key.bias, key.dtype) + ")";
@@ -72,8 +74,14 @@ SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>
   return selection;
 }
 
-Selection select_forward_kernel(const AttentionProblem& problem, const BiasDesc& bias) {
+// A few query rows go to the split-KV decode family when the caller can pass it a workspace and it covers
+// the problem; everything else, and every refusal of that family, goes to the prefill family.
+Selection select_forward_kernel(const AttentionProblem& problem, const BiasDesc& bias, bool with_workspace) {
   if (Status s = validate(problem, bias); !s.ok()) return refused<AttentionProblem>(s);
+  if (with_workspace && problem.seqlen_q <= kSplitKvMaxSeqlenQ) {
+    Selection split = select_compiled(kernel_registry(), Direction::kForward, problem, bias, kVariantSplitKv);
+    if (split.kernel) return split;
+  }
   return select_compiled(kernel_registry(), Direction::kForward, problem, bias);
 }
 
@@ -117,18 +125,20 @@ std::vector<std::string> compiled_kernels() {
 }
 
 KernelChoice select_forward(const AttentionProblem& problem, const BiasDesc& bias) {
-  return choice_of(select_forward_kernel(problem, bias));
+  return choice_of(select_forward_kernel(problem, bias, true));
 }
 
 std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias) {
-  return workspace_of(select_forward_kernel(problem, bias), problem, bias);
+  return workspace_of(select_forward_kernel(problem, bias, true), problem, bias);
 }
 
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes) {
-  return run_selected(select_forward_kernel(problem, bias), problem, bias, workspace, workspace_bytes);
+  return run_selected(select_forward_kernel(problem, bias, true), problem, bias, workspace, workspace_bytes);
 }
 
-Status forward(const AttentionProblem& problem, const BiasDesc& bias) { return forward(problem, bias, nullptr, 0); }
+Status forward(const AttentionProblem& problem, const BiasDesc& bias) {
+  return run_selected(select_forward_kernel(problem, bias, false), problem, bias, nullptr, 0);
+}
 
 KernelChoice select_backward(const BackwardProblem& problem, const BiasDesc& bias) {
   return choice_of(select_backward_kernel(problem, bias));

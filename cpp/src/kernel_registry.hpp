@@ -42,8 +42,9 @@ inline const char* bias_id_name(BiasId id) {
   return "Unknown";
 }
 
-// Options a kernel family compiles in, as bits (none exist yet; split-KV, PackGQA and paged KV will).
-enum KernelVariant : unsigned { kVariantNone = 0 };
+// Options a kernel family compiles in, as bits. kVariantSplitKv: the split-KV decode family (packed GQA
+// rows, key range split across blocks, a combine), which needs a workspace.
+enum KernelVariant : unsigned { kVariantNone = 0, kVariantSplitKv = 1 };
 
 // What identifies one compiled kernel. The name a person sees is derived from it (kernel_name).
 struct KernelKey {
@@ -67,7 +68,7 @@ using RunFnFor = Status (*)(const Problem&, const BiasDesc&, void* workspace, st
 template <class Problem>
 struct KernelEntryFor {
   KernelKey key;
-  const char* family;  // "fwd_sm80", "bwd_sm80"
+  const char* family;  // "fwd_sm80", "decode_sm80", "bwd_sm80"
   CanImplementFnFor<Problem> can_implement;
   WorkspaceSizeFnFor<Problem> workspace_size;
   RunFnFor<Problem> run;

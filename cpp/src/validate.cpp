@@ -26,6 +26,7 @@ Status check_shapes(const AttentionProblem& p) {
                    std::to_string(p.heads_kv) + ")");
   }
   if (p.dtype == DType::kBool) return invalid("dtype must be float16, bfloat16 or float32, not bool");
+  if (p.num_splits < 0) return invalid("num_splits must be >= 0 (0: chosen by libsdpa); got " + std::to_string(p.num_splits));
   return Status::success();
 }
 

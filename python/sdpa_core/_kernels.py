@@ -17,7 +17,7 @@ _CONTRACT = {
     "BIAS_NONE": BiasKind.NONE, "BIAS_ALIBI": BiasKind.ALIBI, "BIAS_DENSE": BiasKind.DENSE,
     "CAUSAL_NONE": 0, "CAUSAL_UPPER_LEFT": CausalVariant.UPPER_LEFT, "CAUSAL_LOWER_RIGHT": CausalVariant.LOWER_RIGHT,
     # the lengths problem_args(), bias_args() and grad_args() build
-    "PROBLEM_FIELDS": 25, "BIAS_FIELDS": 11, "GRAD_FIELDS": 20,
+    "PROBLEM_FIELDS": 26, "BIAS_FIELDS": 11, "GRAD_FIELDS": 20,
 }
 _broken = {name: (int(value), getattr(_C, name, None)) for name, value in _CONTRACT.items()
            if getattr(_C, name, None) != int(value)}
@@ -37,13 +37,14 @@ def _current_stream(device: torch.device) -> int:
     return torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
 
 
-def problem_args(query, key, value, out, lse: torch.Tensor | None = None) -> list[int]:
+def problem_args(query, key, value, out, lse: torch.Tensor | None = None, num_splits: int = 0) -> list[int]:
+    """``num_splits``: the split-KV decode kernels' split count (0: libsdpa chooses; 1: no split)."""
     batch, heads_q, seq_len_q, head_dim = query.shape
     qs, ks, vs, os_ = query.stride(), key.stride(), value.stride(), out.stride()
     return [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), batch, heads_q, key.shape[1], seq_len_q, key.shape[2],
             head_dim, query.data_ptr(), qs[0], qs[1], qs[2], key.data_ptr(), ks[0], ks[1], ks[2],
             value.data_ptr(), vs[0], vs[1], vs[2], out.data_ptr(), os_[0], os_[1], os_[2],
-            0 if lse is None else lse.data_ptr(), _current_stream(query.device)]
+            0 if lse is None else lse.data_ptr(), _current_stream(query.device), num_splits]
 
 
 def bias_args(bias, query, key) -> list[int]:
@@ -98,27 +99,35 @@ def on_device(fn, device: torch.device, *args):
     return fn(*args)
 
 
-def try_forward(query, key, value, bias, scale: float, out: torch.Tensor | None = None) -> torch.Tensor | None:
+def try_forward(query, key, value, bias, scale: float, out: torch.Tensor | None = None,
+                num_splits: int = 0) -> torch.Tensor | None:
     """The fused kernel's output, or None when libsdpa has no kernel for these inputs. ``out`` defaults to a
     tensor laid out like query."""
     if out is None:
         out = torch.empty_like(query)  # keeps query's layout; several times cheaper than torch.empty(shape, ...)
-    return out if _run_forward(query, key, value, bias, scale, out, None) else None
+    return out if _run_forward(query, key, value, bias, scale, out, None, num_splits) else None
 
 
-def try_forward_lse(query, key, value, bias, scale: float,
-                    out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+def try_forward_lse(query, key, value, bias, scale: float, out: torch.Tensor | None = None,
+                    num_splits: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(output, log-sum-exp), what the fused backward reads, or None when libsdpa has no kernel. The LSE is
     (B, Hq, Sq) float32, contiguous (libsdpa's layout); ``out`` defaults to a tensor laid out like query."""
     out = torch.empty_like(query) if out is None else out
     lse = torch.empty(query.shape[:3], dtype=torch.float32, device=query.device)
-    return (out, lse) if _run_forward(query, key, value, bias, scale, out, lse) else None
+    return (out, lse) if _run_forward(query, key, value, bias, scale, out, lse, num_splits) else None
 
 
-def _run_forward(query, key, value, bias, scale: float, out, lse) -> bool:
-    """Launches the fused forward into ``out`` (and ``lse`` when given); False when libsdpa has no kernel."""
-    reason = on_device(_C.forward, query.device, problem_args(query, key, value, out, lse), scale,
-                        bias_args(bias, query, key))
+def _run_forward(query, key, value, bias, scale: float, out, lse, num_splits: int = 0) -> bool:
+    """Launches the fused forward into ``out`` (and ``lse`` when given); False when libsdpa has no kernel.
+    A few query rows may run a split-KV decode kernel, whose partial results need a workspace."""
+    problem, fields = problem_args(query, key, value, out, lse, num_splits), bias_args(bias, query, key)
+    workspace, workspace_bytes = None, 0
+    if query.shape[2] <= _C.SPLIT_KV_MAX_SEQLEN_Q:
+        workspace_bytes = _C.forward_workspace_size(problem, scale, fields)
+        # libsdpa never allocates; torch's caching allocator makes this cheap (and CUDA-graph safe)
+        workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=query.device) if workspace_bytes else None
+    reason = on_device(_C.forward, query.device, problem, scale, fields,
+                       0 if workspace is None else workspace.data_ptr(), workspace_bytes)
     return not reason
 
 

@@ -23,6 +23,12 @@
     const cudaError_t err_ = (expr);                                               \
     ASSERT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);     \
   } while (0)
+// The same where the caller cannot return early (a helper that returns a value).
+#define EXPECT_CUDA(expr)                                                          \
+  do {                                                                             \
+    const cudaError_t err_ = (expr);                                               \
+    EXPECT_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);     \
+  } while (0)
 
 namespace sdpa_test {
 

@@ -231,6 +231,37 @@ TEST(Dispatch, EveryCompiledKernelIsSelected) {
   EXPECT_EQ(checked, count_family("fwd_sm80")) << "some compiled kernel has a head dim outside the list this test walks";
 }
 
+// A decode problem (Sq = 1) takes the split-KV family wherever it is compiled for the trait, and the
+// prefill family otherwise (dense biases); the overload without a workspace never takes it.
+TEST(Dispatch, EveryCompiledDecodeKernelIsSelected) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
+  const std::vector<std::string> names = sdpa::compiled_kernels();
+  int checked = 0;
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    for (int head_dim : {64, 128, 256}) {
+      for (const BiasDesc& bias : all_biases(dtype)) {
+        sdpa::AttentionProblem problem = aligned_problem(dtype, head_dim);
+        problem.seqlen_q = 1;
+        const std::string suffix =
+            "<" + std::string(sdpa::bias_trait_name(bias)) + ", " + sdpa::dtype_name(dtype) + ", hd" + std::to_string(head_dim) + ">";
+        const bool compiled = std::find(names.begin(), names.end(), "decode_sm80" + suffix) != names.end();
+        const sdpa::KernelChoice choice = sdpa::select_forward(problem, bias);
+        if (compiled) {
+          ++checked;
+          EXPECT_EQ(choice.kernel, "decode_sm80" + suffix) << choice.status.message;
+          EXPECT_GT(sdpa::forward_workspace_size(problem, bias), 0u) << suffix;
+        } else if (choice.status.ok()) {
+          EXPECT_EQ(choice.kernel, "fwd_sm80" + suffix);
+        }
+        problem.seqlen_q = sdpa::kSplitKvMaxSeqlenQ + 1;
+        EXPECT_NE(sdpa::select_forward(problem, bias).kernel.rfind("decode_sm80", 0), 0u) << suffix;
+      }
+    }
+  }
+  EXPECT_EQ(checked, count_family("decode_sm80"));
+}
+
 TEST(Dispatch, EveryCompiledBackwardKernelIsSelected) {
   if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
   if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";

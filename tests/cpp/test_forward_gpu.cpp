@@ -1,7 +1,8 @@
 // forward() on the GPU against reference_forward() on the host, fed the same 16-bit-rounded inputs, for
 // every bias trait, dtype and head dim this build compiled, over odd sizes, Sq < Skv and Sq > Skv, GQA,
-// non-contiguous layouts and rows with no visible key. The output starts as NaN so an unwritten element
-// fails. Combinations this build did not compile skip with select_forward()'s reason.
+// non-contiguous layouts and rows with no visible key; decode shapes (Sq <= 16) run the split-KV decode
+// kernels, with libsdpa's split count and with forced ones. The output and the workspace start as NaN so
+// an unwritten element fails. Combinations this build did not compile skip with select_forward()'s reason.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -39,6 +40,12 @@ const std::vector<Shape> kShapes = {
     {3, 2, 1, 17, 1, Layout::kBHSD},       // a single key
     {1, 2, 2, 1, 1000, Layout::kBSHD},     // decoding: one query, many keys
     {1, 2, 2, 300, 512, Layout::kBHSD},    // 16-byte bias/mask rows: dense biases are staged in smem
+    // split-KV decode (Sq <= 16): packed GQA rows, several row blocks, Sq > Skv, many splits
+    {2, 8, 2, 1, 1000, Layout::kBSHD},     // groups of 4, one packed row block
+    {1, 8, 1, 4, 300, Layout::kBHSD},      // a group of 8 at 4 positions: 32 packed rows, two blocks
+    {3, 4, 4, 16, 77, Layout::kBHSD},      // no GQA, 16 rows
+    {1, 6, 2, 5, 3, Layout::kBSHD},        // Sq > Skv: lower-right leaves rows empty
+    {1, 2, 1, 1, 5000, Layout::kBHSD},     // one block: the key range splits many ways
 };
 
 // ---- comparison ------------------------------------------------------------------------------------
@@ -95,57 +102,185 @@ void compare(const Case& c, const HostTensor& expected_o, const std::vector<floa
 
 // ---- the test --------------------------------------------------------------------------------------
 
+// What one forward() call wrote, and what the reference says it should have.
+struct ForwardRun {
+  HostTensor expected_o;
+  std::vector<float> expected_lse;
+  std::vector<uint16_t> got_o;
+  std::vector<float> got_lse;
+  double v_scale = 1.0;
+  std::string kernel;
+  std::string skip;  // why the case cannot run in this build, when it cannot
+};
+
+// Runs case `c` with `num_splits` through the workspace overload of forward() (or, !with_workspace, the
+// overload without one), poisoning the output, the LSE and the workspace first. Returns false when the
+// case did not run: run.skip says why when this build cannot run it; otherwise the test has failed.
+bool run_case(const Case& c, int num_splits, bool with_workspace, ForwardRun& run) {
+  const Shape& s = c.shape;
+  std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>()(describe(c))));
+  const HostTensor q = sdpa_test::random_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout, c.dtype, rng);
+  const HostTensor k = sdpa_test::random_tensor(s.batch, s.heads_kv, s.seqlen_kv, c.head_dim, s.layout, c.dtype, rng);
+  const HostTensor v = sdpa_test::random_tensor(s.batch, s.heads_kv, s.seqlen_kv, c.head_dim, s.layout, c.dtype, rng);
+  run.expected_o = sdpa_test::make_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout);
+  sdpa_test::BiasData bias = sdpa_test::make_bias(c, rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  const sdpa_test::DeviceInputs inputs(c, q, k, v, bias);
+  const DeviceBuffer d_o(run.expected_o.data.size() * 2), dlse(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q * 4);
+  EXPECT_CUDA(inputs.status());
+  for (const DeviceBuffer* buffer : {&d_o, &dlse}) EXPECT_CUDA(buffer->status());
+  // All-ones bytes are NaN in fp16, bf16 and fp32 alike: anything the kernel does not write shows.
+  EXPECT_CUDA(cudaMemset(d_o.get(), 0xff, d_o.bytes()));
+  EXPECT_CUDA(cudaMemset(dlse.get(), 0xff, dlse.bytes()));
+  sdpa::AttentionProblem problem = sdpa_test::device_problem(c, inputs, q, k, v, d_o, run.expected_o, dlse, scale);
+  problem.num_splits = num_splits;
+
+  const sdpa::KernelChoice choice = sdpa::select_forward(problem, bias.device);
+  if (sdpa_test::skips(choice.status)) {
+    run.skip = choice.status.message;
+    return false;
+  }
+  EXPECT_TRUE(choice.status.ok()) << sdpa::status_code_name(choice.status.code) << ": " << choice.status.message;
+  if (!choice.status.ok()) return false;
+  run.kernel = choice.kernel;
+
+  // The workspace too starts as NaN: a partial result the combine reads but no block wrote shows.
+  const size_t workspace_bytes = with_workspace ? sdpa::forward_workspace_size(problem, bias.device) : 0;
+  const DeviceBuffer workspace(workspace_bytes);
+  EXPECT_CUDA(workspace.status());
+  if (workspace_bytes) EXPECT_CUDA(cudaMemset(workspace.get(), 0xff, workspace_bytes));
+  const sdpa::Status status = with_workspace ? sdpa::forward(problem, bias.device, workspace.get(), workspace_bytes)
+                                             : sdpa::forward(problem, bias.device);
+  EXPECT_TRUE(status.ok()) << choice.kernel << ": " << status.message;
+  if (!status.ok()) return false;
+  EXPECT_CUDA(cudaDeviceSynchronize());
+
+  run.got_o.resize(run.expected_o.data.size());
+  run.got_lse.resize(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q);
+  EXPECT_CUDA(cudaMemcpy(run.got_o.data(), d_o.get(), d_o.bytes(), cudaMemcpyDeviceToHost));
+  EXPECT_CUDA(cudaMemcpy(run.got_lse.data(), dlse.get(), dlse.bytes(), cudaMemcpyDeviceToHost));
+
+  run.expected_lse.assign(run.got_lse.size(), 0.0f);
+  const sdpa::Status ref = sdpa::reference_forward(
+      sdpa_test::host_problem(q, k, v, run.expected_o, run.expected_lse.data(), scale), bias.host);
+  EXPECT_TRUE(ref.ok()) << ref.message;
+  run.v_scale = std::max(sdpa_test::max_abs(v.data), 1e-3);
+  return ref.ok();
+}
+
 class ForwardGpu : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ForwardGpu, MatchesReference) {
   if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
   const Case& c = GetParam();
-  const Shape& s = c.shape;
-  std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>()(describe(c))));
-
-  const HostTensor q = sdpa_test::random_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout, c.dtype, rng);
-  const HostTensor k = sdpa_test::random_tensor(s.batch, s.heads_kv, s.seqlen_kv, c.head_dim, s.layout, c.dtype, rng);
-  const HostTensor v = sdpa_test::random_tensor(s.batch, s.heads_kv, s.seqlen_kv, c.head_dim, s.layout, c.dtype, rng);
-  HostTensor expected_o = sdpa_test::make_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout);
-  sdpa_test::BiasData bias = sdpa_test::make_bias(c, rng);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-
-  const sdpa_test::DeviceInputs inputs(c, q, k, v, bias);
-  const DeviceBuffer d_o(expected_o.data.size() * 2), dlse(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q * 4);
-  ASSERT_CUDA(inputs.status());
-  for (const DeviceBuffer* buffer : {&d_o, &dlse}) ASSERT_CUDA(buffer->status());
-  // All-ones bytes are NaN in fp16, bf16 and fp32 alike: anything the kernel does not write shows.
-  ASSERT_CUDA(cudaMemset(d_o.get(), 0xff, d_o.bytes()));
-  ASSERT_CUDA(cudaMemset(dlse.get(), 0xff, dlse.bytes()));
-  const sdpa::AttentionProblem problem =
-      sdpa_test::device_problem(c, inputs, q, k, v, d_o, expected_o, dlse, scale);
-
-  const sdpa::KernelChoice choice = sdpa::select_forward(problem, bias.device);
-  if (sdpa_test::skips(choice.status)) GTEST_SKIP() << choice.status.message;
-  ASSERT_TRUE(choice.status.ok()) << sdpa::status_code_name(choice.status.code) << ": " << choice.status.message;
-
-  const sdpa::Status status = sdpa::forward(problem, bias.device);
-  ASSERT_TRUE(status.ok()) << choice.kernel << ": " << status.message;
-  ASSERT_CUDA(cudaDeviceSynchronize());
-
-  std::vector<uint16_t> got_o(expected_o.data.size());
-  std::vector<float> got_lse(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q);
-  ASSERT_CUDA(cudaMemcpy(got_o.data(), d_o.get(), d_o.bytes(), cudaMemcpyDeviceToHost));
-  ASSERT_CUDA(cudaMemcpy(got_lse.data(), dlse.get(), dlse.bytes(), cudaMemcpyDeviceToHost));
-
-  std::vector<float> expected_lse(got_lse.size());
-  const sdpa::Status ref =
-      sdpa::reference_forward(sdpa_test::host_problem(q, k, v, expected_o, expected_lse.data(), scale), bias.host);
-  ASSERT_TRUE(ref.ok()) << ref.message;
-
-  if (c.trait.causal == CausalVariant::kLowerRight && s.seqlen_q > s.seqlen_kv) {
-    // The case is meant to contain empty rows; make sure the reference agrees it does.
-    EXPECT_EQ(expected_lse[0], -std::numeric_limits<float>::infinity());
+  ForwardRun run;
+  if (!run_case(c, 0, true, run)) {
+    if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+    return;
   }
-  compare(c, expected_o, expected_lse, got_o, got_lse, std::max(sdpa_test::max_abs(v.data), 1e-3));
+  // Decode shapes take the split-KV family wherever it is compiled for the trait.
+  if (c.shape.seqlen_q <= sdpa::kSplitKvMaxSeqlenQ && c.trait.kind != sdpa::BiasKind::kDense) {
+    EXPECT_EQ(run.kernel.rfind("decode_sm80", 0), 0u) << run.kernel;
+  }
+  if (c.trait.causal == CausalVariant::kLowerRight && c.shape.seqlen_q > c.shape.seqlen_kv) {
+    // The case is meant to contain empty rows; make sure the reference agrees it does.
+    EXPECT_EQ(run.expected_lse[0], -std::numeric_limits<float>::infinity());
+  }
+  compare(c, run.expected_o, run.expected_lse, run.got_o, run.got_lse, run.v_scale);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTraits, ForwardGpu, ::testing::ValuesIn(sdpa_test::cases_for(kShapes)),
                          sdpa_test::case_name);
 
 }  // namespace
+
+// ---- split-KV decode: forced split counts, batch invariance, the overload without a workspace -------
+
+Case decode_case(const char* trait, Shape shape) {
+  for (const sdpa_test::TraitSpec& spec : sdpa_test::kTraits) {
+    if (std::string(spec.name) == trait) return {spec, DType::kBFloat16, 128, shape, false};
+  }
+  ADD_FAILURE() << "no trait " << trait;
+  return {};
+}
+
+class DecodeSplits : public ::testing::TestWithParam<int> {};
+
+// Any split count gives the reference's answer: 1 (none), a few, more parts than key tiles (capped).
+TEST_P(DecodeSplits, MatchReference) {
+  if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
+  const Case c = decode_case("AlibiCausalLowerRight", {2, 8, 2, 3, 2000, Layout::kBSHD});
+  ForwardRun run;
+  if (!run_case(c, GetParam(), true, run)) {
+    if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+    return;
+  }
+  EXPECT_EQ(run.kernel.rfind("decode_sm80", 0), 0u) << run.kernel;
+  compare(c, run.expected_o, run.expected_lse, run.got_o, run.got_lse, run.v_scale);
+}
+
+INSTANTIATE_TEST_SUITE_P(Counts, DecodeSplits, ::testing::Values(1, 2, 5, 64, 100000));
+
+// The overload without a workspace never picks the decode family: it runs the prefill kernel, correctly.
+TEST(DecodeGpu, WithoutWorkspaceRunsPrefill) {
+  if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
+  const Case c = decode_case("CausalLowerRight", {2, 8, 2, 1, 700, Layout::kBHSD});
+  ForwardRun run;
+  if (!run_case(c, 0, false, run)) {
+    if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+    return;
+  }
+  compare(c, run.expected_o, run.expected_lse, run.got_o, run.got_lse, run.v_scale);
+}
+
+// With num_splits = 1 a row's result does not depend on the batch around it: batch element b of a batch
+// of 3 is bitwise the same as that request alone (same data, same kernel, one part per block).
+TEST(DecodeGpu, OneSplitIsBatchInvariant) {
+  if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
+  ForwardRun batched;
+  const Case c3 = decode_case("AlibiCausalLowerRight", {3, 8, 2, 2, 900, Layout::kBHSD});
+  if (!run_case(c3, 1, true, batched)) {
+    if (!batched.skip.empty()) GTEST_SKIP() << batched.skip;
+    return;
+  }
+  // The same inputs again (run_case's seed and order), run as three one-request problems into one output.
+  const Shape& s = c3.shape;
+  std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>()(describe(c3))));
+  const HostTensor q = sdpa_test::random_tensor(s.batch, s.heads_q, s.seqlen_q, c3.head_dim, s.layout, c3.dtype, rng);
+  const HostTensor k = sdpa_test::random_tensor(s.batch, s.heads_kv, s.seqlen_kv, c3.head_dim, s.layout, c3.dtype, rng);
+  const HostTensor v = sdpa_test::random_tensor(s.batch, s.heads_kv, s.seqlen_kv, c3.head_dim, s.layout, c3.dtype, rng);
+  HostTensor o_layout = sdpa_test::make_tensor(s.batch, s.heads_q, s.seqlen_q, c3.head_dim, s.layout);
+  sdpa_test::BiasData bias = sdpa_test::make_bias(c3, rng);
+  const sdpa_test::DeviceInputs inputs(c3, q, k, v, bias);
+  const DeviceBuffer d_o(o_layout.data.size() * 2), dlse(static_cast<size_t>(s.batch) * s.heads_q * s.seqlen_q * 4);
+  ASSERT_CUDA(inputs.status());
+  ASSERT_CUDA(cudaMemset(d_o.get(), 0xff, d_o.bytes()));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c3.head_dim));
+  const sdpa::AttentionProblem full = sdpa_test::device_problem(c3, inputs, q, k, v, d_o, o_layout, dlse, scale);
+  for (int b = 0; b < s.batch; ++b) {
+    sdpa::AttentionProblem one = full;
+    one.batch = 1;
+    one.num_splits = 1;
+    one.lse = nullptr;
+    auto at = [b](sdpa::TensorView view) {
+      view.data = static_cast<const char*>(view.data) + b * view.stride_batch * 2;
+      return view;
+    };
+    one.q = at(full.q);
+    one.k = at(full.k);
+    one.v = at(full.v);
+    one.o = at(full.o);
+    sdpa::BiasDesc bias_one = bias.device;
+    bias_one.alibi.slopes += b * bias_one.alibi.stride_batch;
+    const size_t bytes = sdpa::forward_workspace_size(one, bias_one);
+    const DeviceBuffer workspace(bytes);
+    ASSERT_CUDA(workspace.status());
+    const sdpa::Status status = sdpa::forward(one, bias_one, workspace.get(), bytes);
+    ASSERT_TRUE(status.ok()) << status.message;
+    ASSERT_CUDA(cudaDeviceSynchronize());
+  }
+  std::vector<uint16_t> got(o_layout.data.size());
+  ASSERT_CUDA(cudaMemcpy(got.data(), d_o.get(), d_o.bytes(), cudaMemcpyDeviceToHost));
+  EXPECT_EQ(got, batched.got_o) << "one request at a time differs from the batch of 3 with num_splits = 1";
+}

@@ -203,7 +203,7 @@ def test_binding_backward_returns_reasons_and_raises_on_broken_preconditions():
     if not _C.built_with_cuda():
         assert _C.backward(problem, 0.125, bias, grads, False, 0, 0) == reason
         assert _C.backward_workspace_size(problem, 0.125, bias, grads, False) == 0
-    no_lse = problem[:23] + [0, problem[24]]
+    no_lse = problem[:23] + [0, *problem[24:]]
     assert "lse" in _C.select_backward(no_lse, 0.125, bias, grads, False)[1]
     with pytest.raises(ValueError, match="lse"):
         _C.backward(no_lse, 0.125, bias, grads, False, 0, 0)

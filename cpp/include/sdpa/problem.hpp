@@ -18,6 +18,11 @@ struct TensorView {
   int64_t stride_seq = 0;
 };
 
+// Query rows up to which forward() (with a workspace) prefers a split-KV decode kernel, speculative
+// decoding's few rows included: its tiles pack the query heads of a kv head, so K/V are read
+// ceil(group * Sq / 16) times per kv head instead of once per query head.
+constexpr int kSplitKvMaxSeqlenQ = 16;
+
 struct AttentionProblem {
   DType dtype = DType::kBFloat16;  // of q, k, v and o
   int batch = 0;
@@ -33,6 +38,10 @@ struct AttentionProblem {
   float* lse = nullptr;  // optional (B, heads_q, seqlen_q) fp32, contiguous, natural-log log-sum-exp
   float scale = 1.0f;    // applied to q.k before any bias is added
   void* stream = nullptr;  // cudaStream_t; nullptr = the legacy default stream
+  // Split-KV decode (seqlen_q <= 16, with a workspace): how many parts each key range is cut into.
+  // 0 = chosen from the problem and the SM count; 1 = no split, so a row's result does not depend on how
+  // requests are batched; n = at most n (at most one key tile per part).
+  int num_splits = 0;
 
   int group_size() const { return heads_kv > 0 ? heads_q / heads_kv : 0; }
 };

@@ -23,7 +23,7 @@ namespace sdpa {
 // Checks shapes, strides and bias parameters against the documented preconditions (no device access).
 Status validate(const AttentionProblem& problem, const BiasDesc& bias);
 
-// Which fused kernel forward() would run. When none would, `kernel` is empty and `status` says why.
+// Which fused kernel forward() with a workspace would run. When none would, `kernel` is empty and `status` says why.
 struct KernelChoice {
   Status status;
   std::string kernel;  // e.g. "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd128>"
@@ -36,7 +36,10 @@ Status forward(const AttentionProblem& problem, const BiasDesc& bias);
 
 // Device memory the kernel forward() would run needs beside the problem's tensors, in bytes (0 when none
 // would run). libsdpa never allocates: a caller that gets a nonzero size passes a buffer of at least
-// that many bytes to the overload below, which refuses a smaller one. Every kernel today needs 0.
+// that many bytes to the overload below, which refuses a smaller one. Only the split-KV decode kernels
+// (seqlen_q <= 16) need one: their partial results per split. The overload without a workspace never
+// picks them (it runs the prefill kernels, which are slower for decoding); select_forward() names the
+// kernel the workspace overload runs. The size depends on the current device's SM count.
 std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias);
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes);
 

@@ -20,8 +20,8 @@ namespace py = pybind11;
 namespace {
 
 // problem: dtype, batch, heads_q, heads_kv, seqlen_q, seqlen_kv, head_dim, then for q, k, v, o each
-// (data_ptr, stride_batch, stride_head, stride_seq), then lse_ptr (0 = none) and stream.
-constexpr size_t kProblemFields = 7 + 4 * 4 + 2;
+// (data_ptr, stride_batch, stride_head, stride_seq), then lse_ptr (0 = none), stream and num_splits.
+constexpr size_t kProblemFields = 7 + 4 * 4 + 3;
 // bias: kind, causal, slopes_ptr, slopes_stride_batch, slopes_stride_head,
 //       dense_ptr, dense_dtype, dense_stride_batch, dense_stride_head, dense_stride_q, dense_stride_kv
 constexpr size_t kBiasFields = 11;
@@ -52,6 +52,7 @@ sdpa::AttentionProblem make_problem(const std::vector<int64_t>& f, float scale) 
   p.o = view_at(f, 19);
   p.lse = reinterpret_cast<float*>(f[23]);
   p.stream = reinterpret_cast<void*>(f[24]);
+  p.num_splits = static_cast<int>(f[25]);
   p.scale = scale;
   return p;
 }
@@ -92,8 +93,17 @@ std::string ran_or_reason(const sdpa::Status& status) {
   }
 }
 
-std::string forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
-  return ran_or_reason(sdpa::forward(make_problem(problem, scale), make_bias(bias)));
+// The forward into the caller's workspace (forward_workspace_size() bytes; 0 and a null pointer where
+// that size is 0).
+std::string forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias,
+                    int64_t workspace_ptr, int64_t workspace_bytes) {
+  if (workspace_bytes < 0) throw std::invalid_argument("sdpa: workspace_bytes must be >= 0");
+  return ran_or_reason(sdpa::forward(make_problem(problem, scale), make_bias(bias),
+                                     reinterpret_cast<void*>(workspace_ptr), static_cast<std::size_t>(workspace_bytes)));
+}
+
+std::size_t forward_workspace_size(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
+  return sdpa::forward_workspace_size(make_problem(problem, scale), make_bias(bias));
 }
 
 // (kernel name or "", reason or "") without launching anything.
@@ -129,6 +139,8 @@ std::size_t backward_workspace_size(const std::vector<int64_t>& problem, float s
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Bindings of libsdpa: integers in, fused attention kernels out.";
   m.def("forward", &forward, "Run the fused forward kernel; returns \"\" or the reason none fits");
+  m.def("forward_workspace_size", &forward_workspace_size,
+        "Bytes of device workspace the forward kernel needs (0 when none would run or it needs none)");
   m.def("select_forward", &select_forward, "Name the fused kernel forward would run, or the reason none would");
   m.def("backward", &backward, "Run the fused backward kernel; returns \"\" or the reason none fits");
   m.def("select_backward", &select_backward,
@@ -148,6 +160,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("CAUSAL_NONE") = static_cast<int>(sdpa::CausalVariant::kNone);
   m.attr("CAUSAL_UPPER_LEFT") = static_cast<int>(sdpa::CausalVariant::kUpperLeft);
   m.attr("CAUSAL_LOWER_RIGHT") = static_cast<int>(sdpa::CausalVariant::kLowerRight);
+  // Query rows up to which a forward may pick a split-KV decode kernel, which needs a workspace.
+  m.attr("SPLIT_KV_MAX_SEQLEN_Q") = sdpa::kSplitKvMaxSeqlenQ;
   m.attr("PROBLEM_FIELDS") = static_cast<int>(kProblemFields);  // python/sdpa_core/_kernels.py checks these
   m.attr("BIAS_FIELDS") = static_cast<int>(kBiasFields);
   m.attr("GRAD_FIELDS") = static_cast<int>(kGradFields);

@@ -1,0 +1,207 @@
+// Split-KV decode kernel for sm80+ (mma.sync): one thread block computes 16 packed query rows (PackGQA)
+// of one (batch, kv head) against one split of the key range, and leaves a partial result per warp in the
+// workspace for split_kv_combine_kernel.
+//
+// Warps split every key tile by columns (KernelTraitsDecodeSm80): warp w multiplies the 16 rows by its
+// kWarpN keys of the tile, runs its own online softmax over them and accumulates its own O. So a warp is
+// a split of its own and needs no other warp's data until the combine; the block shares only the K/V
+// pipeline (kStages tiles in flight) and Q.
+#pragma once
+
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+
+#include "common/block_coord.hpp"
+#include "common/params_decode.hpp"
+#include "common/score_mod_packed.cuh"
+#include "common/tile_range.hpp"
+#include "sm80/gemm_sm80.cuh"
+#include "sm80/kernel_traits_decode_sm80.cuh"
+#include "softmax.cuh"
+
+namespace sdpa {
+namespace sm80 {
+
+// Q's packed rows into smem with 16-byte loads (each row has its own head and position, so no strided
+// tiled copy describes them); rows past the last packed row are zeros. Q is read once per block.
+template <class Traits, class Params, class TensorSQ>
+__device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const& coord, int row0, TensorSQ& sQ) {
+  using Element = typename Traits::Element;
+  constexpr int kVec = Traits::kGmemElemsPerVec;
+  constexpr int kChunksPerRow = Traits::kHeadDim / kVec;
+  const Element* q = static_cast<const Element*>(p.q.data);
+  for (int c = threadIdx.x; c < Traits::kBlockM * kChunksPerRow; c += Traits::kNThreads) {
+    const int r = c / kChunksPerRow;
+    const int col = (c % kChunksPerRow) * kVec;
+    const int packed = row0 + r;
+    uint4 value = {0u, 0u, 0u, 0u};
+    if (packed < p.layout.packed_rows) {
+      const int64_t offset = coord.batch * p.q.stride_batch + coord.head_q(packed) * p.q.stride_head +
+                             coord.position(packed) * p.q.stride_seq + col;
+      value = *reinterpret_cast<const uint4*>(q + offset);
+    }
+    *reinterpret_cast<uint4*>(&sQ(r, col)) = value;
+  }
+}
+
+// One warp's normalized O and LSE for its rows, to partial `partial` of the workspace.
+template <class Traits, class Params, class TensorO, class TensorC, int kNRows>
+__device__ __forceinline__ void store_partial(Params const& p, int partial, int batch_head, int row0,
+                                              TensorO const& acc_o_rc, TensorC const& coord_o,
+                                              float (&lse)[kNRows]) {
+  using namespace cute;
+#pragma unroll
+  for (int r = 0; r < kNRows; ++r) {
+    const int packed = row0 + get<0>(coord_o(r, 0));
+    if (packed >= p.layout.packed_rows) continue;
+    const int64_t row = p.layout.row(partial, batch_head, packed);
+    float* dst = p.o_partial + row * Traits::kHeadDim;
+#pragma unroll
+    for (int k = 0; k < size<1>(acc_o_rc); k += 2) {
+      // The 16x8 C fragment gives each lane two adjacent columns.
+      *reinterpret_cast<float2*>(dst + get<1>(coord_o(r, k))) = make_float2(acc_o_rc(r, k), acc_o_rc(r, k + 1));
+    }
+    if (get<1>(coord_o(r, 0)) == 0) p.lse_partial[row] = lse[r];  // the quad's lane holding column 0
+  }
+}
+
+template <class Traits, class Bias>
+__global__ void __launch_bounds__(Traits::kNThreads)
+    flash_decode_kernel_sm80(const __grid_constant__ DecodeParams<typename Bias::Params> p) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kWarpN = Traits::kWarpN;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  constexpr int kStages = Traits::kStages;
+
+  // Grid (B * Hkv, packed row blocks, splits): the large dimension on x, which has no 65535 limit.
+  const int batch_head = blockIdx.x;
+  const int m_block = blockIdx.y;
+  const int split = blockIdx.z;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int head_kv = batch_head % p.heads_kv;
+  const int row0 = m_block * kBlockM;
+  const BlockCoord coord{batch_head / p.heads_kv, head_kv, head_kv * p.group_size, p.group_size, p.seqlen_q,
+                         p.seqlen_kv};
+  const TileRange range =
+      Bias::kv_tiles(PositionSpan::of_packed_block(m_block, kBlockM, p.group_size, p.seqlen_q), kBlockN,
+                     p.seqlen_q, p.seqlen_kv)
+          .split(split, p.num_splits);
+
+  extern __shared__ __align__(128) char smem[];
+  Element* smem_q = reinterpret_cast<Element*>(smem);
+  Element* smem_kv = smem_q + Traits::kSmemQElems;  // per stage: K then V
+  auto k_stage = [&](int stage) { return smem_kv + stage * 2 * Traits::kSmemKVElems; };
+  auto v_stage = [&](int stage) { return k_stage(stage) + Traits::kSmemKVElems; };
+  Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
+
+  // K/V tiles through a kStages-deep cp.async pipeline; rows past the sequence end are zero-filled.
+  const Element* k_ptr = static_cast<const Element*>(p.k.data);
+  const Element* v_ptr = static_cast<const Element*>(p.v.data);
+  Tensor gK = local_tile(head_matrix<kHeadDim>(k_ptr, coord.batch * p.k.stride_batch + head_kv * p.k.stride_head,
+                                               p.k.stride_seq, p.seqlen_kv),
+                         Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
+  Tensor gV = local_tile(head_matrix<kHeadDim>(v_ptr, coord.batch * p.v.stride_batch + head_kv * p.v.stride_head,
+                                               p.v.stride_seq, p.seqlen_kv),
+                         Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
+  typename Traits::GmemTiledCopyKV g2s;
+  auto g2s_thr = g2s.get_thread_slice(threadIdx.x);
+  Tensor tKgK = g2s_thr.partition_S(gK);
+  Tensor tVgV = g2s_thr.partition_S(gV);
+  Tensor tKVc = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  auto load_kv = [&](int n) {
+    const int stage = n % kStages;
+    Tensor tKsK = g2s_thr.partition_D(make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{}));
+    Tensor tVsV = g2s_thr.partition_D(make_tensor(make_smem_ptr(v_stage(stage)), typename Traits::SmemLayoutKV{}));
+    const int rows_left = p.seqlen_kv - n * kBlockN;
+    if (rows_left >= kBlockN) {
+      load_tile<true>(g2s, tKgK(_, _, _, n), tKsK, tKVc, rows_left);
+      load_tile<true>(g2s, tVgV(_, _, _, n), tVsV, tKVc, rows_left);
+    } else {
+      load_tile<false>(g2s, tKgK(_, _, _, n), tKsK, tKVc, rows_left);
+      load_tile<false>(g2s, tVgV(_, _, _, n), tVsV, tKVc, rows_left);
+    }
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (range.begin + i < range.end) load_kv(range.begin + i);
+    cp_async_fence();  // one group per stage, empty or not, so the wait count below stays fixed
+  }
+  load_packed_q<Traits>(p, coord, row0, sQ);
+
+  typename Traits::WarpMma mma;
+  auto thr_mma = mma.get_thread_slice(lane);
+  Tensor acc_o = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kHeadDim>>{});
+  clear(acc_o);
+  Tensor acc_o_rc = acc_rowcol(acc_o);
+  Tensor coord_rc = acc_rowcol(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kWarpN>>{})));
+  constexpr int kNRows = decltype(size<0>(coord_rc))::value;
+  OnlineSoftmax<kNRows> softmax;
+  const PackedScoreMod<Bias, kNRows> score_mod(p, coord, coord_rc, row0);
+
+  auto s2r_q = make_tiled_copy_A(typename Traits::SmemCopyAtom{}, mma);
+  auto s2r_q_thr = s2r_q.get_thread_slice(lane);
+  auto s2r_k = make_tiled_copy_B(typename Traits::SmemCopyAtom{}, mma);
+  auto s2r_k_thr = s2r_k.get_thread_slice(lane);
+  auto s2r_v = make_tiled_copy_B(typename Traits::SmemCopyAtomTransposed{}, mma);
+  auto s2r_v_thr = s2r_v.get_thread_slice(lane);
+  Tensor tSrQ = thr_mma.partition_fragment_A(sQ);
+  Tensor tSsQ = s2r_q_thr.partition_S(sQ);
+  using WarpKTile = Shape<Int<kWarpN>, Int<kHeadDim>>;
+  using WarpVtTile = Shape<Int<kHeadDim>, Int<kWarpN>>;
+  Tensor tSrK = thr_mma.partition_fragment_B(
+      local_tile(make_tensor(make_smem_ptr(k_stage(0)), typename Traits::SmemLayoutKV{}), WarpKTile{},
+                 make_coord(warp, 0)));
+  Tensor tOrVt = thr_mma.partition_fragment_B(
+      local_tile(make_tensor(make_smem_ptr(v_stage(0)), typename Traits::SmemLayoutVtNoSwizzle{}), WarpVtTile{},
+                 make_coord(0, warp)));
+
+  __syncthreads();  // Q is in smem
+  if constexpr (Traits::kQInRegisters) copy(s2r_q, tSsQ, s2r_q_thr.retile_D(tSrQ));
+
+  auto step = [&](int n, auto masked) {
+    const int stage = n % kStages;
+    Tensor sK = local_tile(make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{}), WarpKTile{},
+                           make_coord(warp, 0));
+    Tensor sVt = local_tile(make_tensor(make_smem_ptr(v_stage(stage)), typename Traits::SmemLayoutVt{}),
+                            WarpVtTile{}, make_coord(0, warp));
+    Tensor acc_s = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<kWarpN>>{});
+    clear(acc_s);
+    if constexpr (Traits::kQInRegisters) {
+      gemm_rs(acc_s, tSrQ, tSrK, s2r_k_thr.partition_S(sK), mma, s2r_k, s2r_k_thr);
+    } else {
+      gemm_ss(acc_s, tSrQ, tSrK, tSsQ, s2r_k_thr.partition_S(sK), mma, s2r_q, s2r_q_thr, s2r_k, s2r_k_thr);
+    }
+    Tensor s = acc_rowcol(acc_s);
+    score_mod.template apply<decltype(masked)::value, Element>(s, coord_rc, p, n * kBlockN + warp * kWarpN);
+    softmax.update(s, acc_o_rc, p.softmax_c);
+    Tensor rP = convert_fragment<Element>(acc_s);
+    Tensor tOrP = make_tensor(rP.data(), acc_as_a_operand(rP.layout()));
+    gemm_rs(acc_o, tOrP, tOrVt, s2r_v_thr.partition_S(sVt), mma, s2r_v, s2r_v_thr);
+  };
+
+  for (int n = range.begin; n < range.end; ++n) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile n has landed, and every warp is done with tile n - 1, whose stage is reloaded now
+    if (n + kStages - 1 < range.end) load_kv(n + kStages - 1);
+    cp_async_fence();
+    if (range.needs_mask(n)) {
+      step(n, cute::true_type{});
+    } else {
+      step(n, cute::false_type{});
+    }
+  }
+  cp_async_wait<0>();
+
+  float lse[kNRows];
+  softmax.finalize(acc_o_rc, p.softmax_c, lse);
+  Tensor coord_o = acc_rowcol(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
+  store_partial<Traits>(p, split * Traits::kNWarps + warp, batch_head, row0, acc_o_rc, coord_o, lse);
+}
+
+}  // namespace sm80
+}  // namespace sdpa

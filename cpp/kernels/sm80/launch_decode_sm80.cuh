@@ -1,0 +1,142 @@
+// Host side of the sm80 split-KV decode family: AttentionProblem + BiasDesc -> a plan (packed row blocks,
+// split count, workspace layout) -> DecodeParams -> the split kernel, then the combine kernel.
+//
+// Included only by the generated explicit-instantiation translation units.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <string>
+
+#include <cuda_runtime.h>
+
+#include "bias/bias_trait.cuh"
+#include "common/params_decode.hpp"
+#include "common/problem_checks.hpp"
+#include "common/split_combine.cuh"
+#include "common/split_kv.hpp"
+#include "common/tile_range.hpp"
+#include "sm80/cute_element.hpp"
+#include "sm80/decode_sm80.hpp"
+#include "sm80/flash_decode_kernel_sm80.cuh"
+#include "sm80/kernel_traits_decode_sm80.cuh"
+#include "device_info.hpp"
+
+namespace sdpa {
+
+namespace sm80 {
+
+inline Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status::success();
+  return Status::error(StatusCode::kCudaError, std::string("decode_sm80: ") + what + ": " + cudaGetErrorString(err));
+}
+
+// What one launch does: blocks of packed rows, the split count, and the workspace that follows from them.
+struct DecodePlan {
+  int m_blocks = 0;
+  int num_splits = 1;
+  SplitKvLayout layout;
+};
+
+template <class Traits, class Bias>
+struct DecodeLaunch {
+  static constexpr int kSmem = Traits::kSmemBytes;
+
+  static auto kernel() { return flash_decode_kernel_sm80<Traits, Bias>; }
+
+  // Blocks of this kernel one SM holds at once, asked once per process (the first device's answer; every
+  // sm80+ device has at least the shared memory and registers that answer assumed).
+  static int blocks_per_sm() {
+    static std::atomic<int> cached{0};
+    if (int n = cached.load(std::memory_order_relaxed)) return n;
+    int n = 1;
+    if (cudaFuncSetAttribute(kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel(), Traits::kNThreads, kSmem) != cudaSuccess ||
+        n < 1) {
+      cudaGetLastError();
+      n = 1;
+    }
+    cached.store(n, std::memory_order_relaxed);
+    return n;
+  }
+
+  static DecodePlan plan(const AttentionProblem& problem) {
+    DecodePlan plan;
+    const int group = problem.group_size();
+    const int packed_rows = group * problem.seqlen_q;
+    const int batch_heads = problem.batch * problem.heads_kv;
+    plan.m_blocks = (packed_rows + Traits::kBlockM - 1) / Traits::kBlockM;
+    const TileRange all = Bias::kv_tiles(PositionSpan{0, problem.seqlen_q - 1}, Traits::kBlockN, problem.seqlen_q,
+                                         problem.seqlen_kv);
+    const int slots = current_sm_count() * blocks_per_sm();
+    plan.num_splits =
+        choose_num_splits(plan.m_blocks * batch_heads, all.end - all.begin, slots, problem.num_splits);
+    plan.layout = {plan.num_splits * Traits::kNWarps, batch_heads, packed_rows, Traits::kHeadDim};
+    return plan;
+  }
+
+  static Status run(const AttentionProblem& problem, const typename Bias::Params& bias_params, void* workspace) {
+    const DecodePlan plan = DecodeLaunch::plan(problem);
+    DecodeParams<typename Bias::Params> params;
+    static_cast<FwdParams<typename Bias::Params>&>(params) =
+        make_fwd_params<Bias>(problem, bias_params, BiasForm::kElementwise);
+    params.o_partial = static_cast<float*>(workspace);
+    params.lse_partial = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.layout.o_bytes());
+    params.layout = plan.layout;
+    params.heads_kv = problem.heads_kv;
+    params.num_splits = plan.num_splits;
+    const auto stream = static_cast<cudaStream_t>(problem.stream);
+
+    if (Status s = cuda_status(cudaFuncSetAttribute(kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
+                               "cudaFuncSetAttribute");
+        !s.ok()) {
+      return s;
+    }
+    kernel()<<<dim3(plan.layout.batch_heads, plan.m_blocks, plan.num_splits), Traits::kNThreads, kSmem, stream>>>(
+        params);
+    if (Status s = cuda_status(cudaGetLastError(), "split kernel"); !s.ok()) return s;
+
+    CombineParams combine;
+    combine.o = problem.o;
+    combine.lse = problem.lse;
+    combine.o_partial = params.o_partial;
+    combine.lse_partial = params.lse_partial;
+    combine.layout = plan.layout;
+    combine.heads_kv = problem.heads_kv;
+    combine.group = problem.group_size();
+    combine.seqlen_q = problem.seqlen_q;
+    const dim3 grid(plan.layout.batch_heads, (plan.layout.packed_rows + kCombineWarps - 1) / kCombineWarps);
+    split_kv_combine_kernel<typename Traits::Element, Traits::kHeadDim><<<grid, kCombineWarps * 32, 0, stream>>>(combine);
+    return cuda_status(cudaGetLastError(), "combine kernel");
+  }
+};
+
+}  // namespace sm80
+
+template <class Bias, DType kDType, int kHeadDim>
+Status DecodeSm80<Bias, kDType, kHeadDim>::can_implement(const AttentionProblem& problem, const BiasDesc&) {
+  if (problem.dtype != kDType || problem.head_dim != kHeadDim) {
+    return Status::error(StatusCode::kUnsupported, "decode_sm80: the problem's dtype or head dim is not the kernel's");
+  }
+  if (problem.seqlen_q > kSplitKvMaxSeqlenQ) {
+    return Status::error(StatusCode::kUnsupported, "decode_sm80: seqlen_q " + std::to_string(problem.seqlen_q) +
+                                                       " is above " + std::to_string(kSplitKvMaxSeqlenQ));
+  }
+  return check_rows_16b_aligned(problem);
+}
+
+template <class Bias, DType kDType, int kHeadDim>
+std::size_t DecodeSm80<Bias, kDType, kHeadDim>::workspace_size(const AttentionProblem& problem, const BiasDesc&) {
+  using Traits = KernelTraitsDecodeSm80<typename CuteElement<kDType>::type, kHeadDim>;
+  return sm80::DecodeLaunch<Traits, Bias>::plan(problem).layout.bytes();
+}
+
+template <class Bias, DType kDType, int kHeadDim>
+Status DecodeSm80<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void* workspace,
+                                               std::size_t) {
+  static_assert(Bias::kKind != BiasKind::kDense, "dense biases have no packed decode kernel");
+  using Traits = KernelTraitsDecodeSm80<typename CuteElement<kDType>::type, kHeadDim>;
+  return sm80::DecodeLaunch<Traits, Bias>::run(problem, Bias::make_params(bias), workspace);
+}
+
+}  // namespace sdpa

@@ -27,7 +27,7 @@ struct CombineParams {
   int seqlen_q = 0;
 };
 
-constexpr int kCombineWarps = 4;  // one packed row per warp
+constexpr int kCombineWarps = 4;  // split the parts of one packed row
 
 __device__ __forceinline__ float warp_allreduce_max(float v) {
 #pragma unroll
@@ -41,38 +41,61 @@ __device__ __forceinline__ float warp_allreduce_sum(float v) {
   return v;
 }
 
-// Grid (ceil(packed rows / kCombineWarps), B * Hkv); each lane owns kHeadDim / 32 contiguous dims.
+// The max and the sum of exp(l_i - max) over the row's parts, every thread of the block taking a share
+// and the block reducing through `scratch` (2 x kCombineWarps floats).
+__device__ __forceinline__ void row_lse_stats(const CombineParams& p, int batch_head, int packed_row, float* scratch,
+                                              float& row_max, float& sum) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float m = -CUDART_INF_F;
+  for (int i = threadIdx.x; i < p.layout.partials; i += blockDim.x) {
+    m = fmaxf(m, p.lse_partial[p.layout.row(i, batch_head, packed_row)]);
+  }
+  m = warp_allreduce_max(m);
+  if (lane == 0) scratch[warp] = m;
+  __syncthreads();
+  row_max = scratch[0];
+#pragma unroll
+  for (int w = 1; w < kCombineWarps; ++w) row_max = fmaxf(row_max, scratch[w]);
+  float s = 0.0f;
+  if (row_max != -CUDART_INF_F) {
+    for (int i = threadIdx.x; i < p.layout.partials; i += blockDim.x) {
+      s += expf(p.lse_partial[p.layout.row(i, batch_head, packed_row)] - row_max);
+    }
+  }
+  s = warp_allreduce_sum(s);
+  if (lane == 0) scratch[kCombineWarps + warp] = s;
+  __syncthreads();
+  sum = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kCombineWarps; ++w) sum += scratch[kCombineWarps + w];
+}
+
+// Grid (B * Hkv, packed rows): one block per row (the large dimension on x, which has no 65535 limit).
+// Warp w sums parts w, w + kCombineWarps, ...; each lane owns kHeadDim / 32 contiguous dims; the warps'
+// sums meet in shared memory.
 template <class Element, int kHeadDim>
 __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(const __grid_constant__ CombineParams p) {
   constexpr int kPerLane = kHeadDim / 32;
   static_assert(kPerLane % 2 == 0, "lanes read float2 pairs");
-  const int lane = threadIdx.x % 32;
-  const int packed_row = blockIdx.x * kCombineWarps + threadIdx.x / 32;
-  const int batch_head = blockIdx.y;
-  if (packed_row >= p.layout.packed_rows) return;
+  __shared__ float scratch[2 * kCombineWarps];
+  __shared__ float warp_sums[kCombineWarps][kHeadDim];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int batch_head = blockIdx.x;
+  const int packed_row = blockIdx.y;
 
-  float row_max = -CUDART_INF_F;
-  for (int i = lane; i < p.layout.partials; i += 32) {
-    row_max = fmaxf(row_max, p.lse_partial[p.layout.row(i, batch_head, packed_row)]);
-  }
-  row_max = warp_allreduce_max(row_max);
-  float sum = 0.0f;
-  if (row_max != -CUDART_INF_F) {
-    for (int i = lane; i < p.layout.partials; i += 32) {
-      sum += expf(p.lse_partial[p.layout.row(i, batch_head, packed_row)] - row_max);
-    }
-    sum = warp_allreduce_sum(sum);
-  }
+  float row_max, sum;
+  row_lse_stats(p, batch_head, packed_row, scratch, row_max, sum);
   const bool empty = sum == 0.0f;
 
   float acc[kPerLane] = {};
   if (!empty) {
     const float inv_sum = 1.0f / sum;
-    for (int i = 0; i < p.layout.partials; ++i) {
+    // No data-dependent branch in the body, so the loads of several parts are in flight at once. A part
+    // that saw no key has l = -inf, weight 0 and O = 0.
+#pragma unroll 4
+    for (int i = warp; i < p.layout.partials; i += kCombineWarps) {
       const int64_t row = p.layout.row(i, batch_head, packed_row);
-      const float l = p.lse_partial[row];  // the same for the whole warp
-      if (l == -CUDART_INF_F) continue;
-      const float w = expf(l - row_max) * inv_sum;
+      const float w = expf(p.lse_partial[row] - row_max) * inv_sum;
       const float2* src = reinterpret_cast<const float2*>(p.o_partial + row * kHeadDim + lane * kPerLane);
 #pragma unroll
       for (int e = 0; e < kPerLane / 2; ++e) {
@@ -82,18 +105,24 @@ __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(co
       }
     }
   }
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) warp_sums[warp][lane * kPerLane + e] = acc[e];
+  __syncthreads();
 
   const int batch = batch_head / p.heads_kv;
   const int head_q = (batch_head % p.heads_kv) * p.group + packed_row % p.group;
   const int position = packed_row / p.group;
   Element* dst = static_cast<Element*>(const_cast<void*>(p.o.data)) + batch * p.o.stride_batch +
-                 head_q * p.o.stride_head + position * p.o.stride_seq + lane * kPerLane;
+                 head_q * p.o.stride_head + position * p.o.stride_seq;
+  for (int d = threadIdx.x; d < kHeadDim; d += blockDim.x) {
+    float total = 0.0f;
 #pragma unroll
-  for (int e = 0; e < kPerLane; ++e) dst[e] = Element(acc[e]);
-  if (lane == 0 && p.lse != nullptr) {
+    for (int w = 0; w < kCombineWarps; ++w) total += warp_sums[w][d];
+    dst[d] = Element(total);
+  }
+  if (threadIdx.x == 0 && p.lse != nullptr) {
     const int heads_q = p.heads_kv * p.group;
-    p.lse[(int64_t(batch) * heads_q + head_q) * p.seqlen_q + position] =
-        empty ? -CUDART_INF_F : row_max + logf(sum);
+    p.lse[(int64_t(batch) * heads_q + head_q) * p.seqlen_q + position] = empty ? -CUDART_INF_F : row_max + logf(sum);
   }
 }
 

@@ -2,10 +2,9 @@
 // parts' partial results live in the caller's workspace.
 //
 // A decode block computes one tile of packed query rows (PackGQA: the rows of every query head that shares
-// a kv head, so each K/V byte is read once per group) against one split of the key range. Each of its warps
-// walks its own columns of every key tile and keeps its own softmax statistics, so a block leaves
-// kWarps partial results per row: normalized O and its LSE, in fp32. The combine kernel merges the
-// num_splits * kWarps partials of each row into O and the LSE. Host-compilable.
+// a kv head, so each K/V byte is read once per group) against one split of the key range and leaves one
+// partial result per row: normalized O and its LSE, in fp32. The combine kernel merges the num_splits
+// partials of each row into O and the LSE. Host-compilable.
 #pragma once
 
 #include <cstddef>
@@ -20,7 +19,7 @@ namespace sdpa {
 // (partials, B * Hkv, packed rows), fp32, every row contiguous. Packed row r of (b, kv head) is position
 // r / group of query head kv_head * group + r % group.
 struct SplitKvLayout {
-  int partials = 0;     // num_splits * warps per block
+  int partials = 0;     // num_splits
   int batch_heads = 0;  // B * Hkv
   int packed_rows = 0;  // group * Sq
   int head_dim = 0;

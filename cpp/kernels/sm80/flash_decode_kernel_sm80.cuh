@@ -1,11 +1,12 @@
 // Split-KV decode kernel for sm80+ (mma.sync): one thread block computes 16 packed query rows (PackGQA)
-// of one (batch, kv head) against one split of the key range, and leaves a partial result per warp in the
+// of one (batch, kv head) against one split of the key range, and leaves a partial result per row in the
 // workspace for split_kv_combine_kernel.
 //
 // Warps split every key tile by columns (KernelTraitsDecodeSm80): warp w multiplies the 16 rows by its
 // kWarpN keys of the tile, runs its own online softmax over them and accumulates its own O. So a warp is
-// a split of its own and needs no other warp's data until the combine; the block shares only the K/V
-// pipeline (kStages tiles in flight) and Q.
+// a split of its own and needs no other warp's data until the end, where the block merges its warps'
+// results in smem into one partial per row; until then it shares only the K/V pipeline (kStages tiles in
+// flight) and Q.
 #pragma once
 
 #include <cstdint>
@@ -45,24 +46,60 @@ __device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const&
   }
 }
 
-// One warp's normalized O and LSE for its rows, to partial `partial` of the workspace.
+// The block's partial result: the warps' results (each over its own key columns) merged through smem, which
+// the K/V stages no longer need, into one normalized O and LSE per row, written to partial `split`.
+// Weights as in the combine: w = exp(lse_w - max) / sum_w exp(lse_w - max).
 template <class Traits, class Params, class TensorO, class TensorC, int kNRows>
-__device__ __forceinline__ void store_partial(Params const& p, int partial, int batch_head, int row0,
-                                              TensorO const& acc_o_rc, TensorC const& coord_o,
-                                              float (&lse)[kNRows]) {
+__device__ __forceinline__ void store_partial(Params const& p, int split, int batch_head, int row0,
+                                              TensorO& acc_o_rc, TensorC const& coord_o, float (&lse)[kNRows],
+                                              float* smem) {
   using namespace cute;
+  constexpr int kBlockM = Traits::kBlockM, kHeadDim = Traits::kHeadDim, kNWarps = Traits::kNWarps;
+  float* warp_lse = smem;                 // (kNWarps, kBlockM)
+  float* merged = smem + kNWarps * kBlockM;  // (kBlockM, kHeadDim), summed by atomics in smem
+  const int warp = threadIdx.x / 32;
+  for (int i = threadIdx.x; i < kBlockM * kHeadDim; i += Traits::kNThreads) merged[i] = 0.0f;
 #pragma unroll
   for (int r = 0; r < kNRows; ++r) {
-    const int packed = row0 + get<0>(coord_o(r, 0));
-    if (packed >= p.layout.packed_rows) continue;
-    const int64_t row = p.layout.row(partial, batch_head, packed);
-    float* dst = p.o_partial + row * Traits::kHeadDim;
+    if (get<1>(coord_o(r, 0)) == 0) warp_lse[warp * kBlockM + get<0>(coord_o(r, 0))] = lse[r];
+  }
+  __syncthreads();
+  float block_lse[kNRows];
 #pragma unroll
-    for (int k = 0; k < size<1>(acc_o_rc); k += 2) {
-      // The 16x8 C fragment gives each lane two adjacent columns.
-      *reinterpret_cast<float2*>(dst + get<1>(coord_o(r, k))) = make_float2(acc_o_rc(r, k), acc_o_rc(r, k + 1));
+  for (int r = 0; r < kNRows; ++r) {
+    const int row = get<0>(coord_o(r, 0));
+    float m = -CUDART_INF_F;
+#pragma unroll
+    for (int w = 0; w < kNWarps; ++w) m = fmaxf(m, warp_lse[w * kBlockM + row]);
+    float sum = 0.0f;
+    if (m != -CUDART_INF_F) {
+#pragma unroll
+      for (int w = 0; w < kNWarps; ++w) sum += expf(warp_lse[w * kBlockM + row] - m);
     }
-    if (get<1>(coord_o(r, 0)) == 0) p.lse_partial[row] = lse[r];  // the quad's lane holding column 0
+    const bool empty = sum == 0.0f;
+    const float weight = empty ? 0.0f : expf(lse[r] - m) / sum;
+    block_lse[r] = empty ? -CUDART_INF_F : m + logf(sum);
+#pragma unroll
+    for (int k = 0; k < size<1>(acc_o_rc); ++k) {
+      atomicAdd(merged + row * kHeadDim + get<1>(coord_o(r, k)), weight * acc_o_rc(r, k));
+    }
+  }
+  __syncthreads();
+  // Rows of the tile inside the problem, as float4s: one 16-byte store per thread per step.
+  const int rows = min(kBlockM, p.layout.packed_rows - row0);
+  for (int i = threadIdx.x; i < rows * kHeadDim / 4; i += Traits::kNThreads) {
+    const int row = i / (kHeadDim / 4), col = (i % (kHeadDim / 4)) * 4;
+    *reinterpret_cast<float4*>(p.o_partial + p.layout.row(split, batch_head, row0 + row) * kHeadDim + col) =
+        *reinterpret_cast<const float4*>(merged + row * kHeadDim + col);
+  }
+  if (warp == 0) {
+#pragma unroll
+    for (int r = 0; r < kNRows; ++r) {
+      const int packed = row0 + get<0>(coord_o(r, 0));
+      if (get<1>(coord_o(r, 0)) == 0 && packed < p.layout.packed_rows) {
+        p.lse_partial[p.layout.row(split, batch_head, packed)] = block_lse[r];
+      }
+    }
   }
 }
 
@@ -200,7 +237,8 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   float lse[kNRows];
   softmax.finalize(acc_o_rc, p.softmax_c, lse);
   Tensor coord_o = acc_rowcol(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
-  store_partial<Traits>(p, split * Traits::kNWarps + warp, batch_head, row0, acc_o_rc, coord_o, lse);
+  __syncthreads();  // every warp is done with the K/V stages, which the merge reuses
+  store_partial<Traits>(p, split, batch_head, row0, acc_o_rc, coord_o, lse, reinterpret_cast<float*>(smem_kv));
 }
 
 }  // namespace sm80

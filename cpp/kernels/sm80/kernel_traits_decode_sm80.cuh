@@ -17,7 +17,7 @@ namespace sdpa {
 template <int kHeadDim>
 struct TileConfigDecodeSm80 {
   static constexpr int kWarpN = kHeadDim == 64 ? 32 : 16;  // keys per warp per tile, whole 16-key MMA k-slices
-  static constexpr int kStages = kHeadDim == 64 ? 4 : (kHeadDim == 128 ? 3 : 2);  // 64, 96, 128 KB of K/V
+  static constexpr int kStages = kHeadDim == 256 ? 2 : 3;  // 96, 96, 128 KB of K/V
 };
 
 template <class Element_, int kHeadDim_>
@@ -52,6 +52,9 @@ struct KernelTraitsDecodeSm80 {
   static constexpr int kSmemQElems = int(cute::cosize_v<SmemLayoutQ>);
   static constexpr int kSmemKVElems = int(cute::cosize_v<SmemLayoutKV>);
   static constexpr int kSmemBytes = int(sizeof(Element)) * (kSmemQElems + 2 * kStages * kSmemKVElems);
+  // After the key loop the K/V stages hold the merge of the warps' results: their LSEs and O, fp32.
+  static_assert((kNWarps * kBlockM + kBlockM * kHeadDim) * 4 <= int(sizeof(Element)) * 2 * kStages * kSmemKVElems,
+                "the warps' merge must fit in the K/V stages");
 
   using SmemCopyAtom = typename Base::SmemCopyAtom;
   using SmemCopyAtomTransposed = typename Base::SmemCopyAtomTransposed;

@@ -71,7 +71,7 @@ struct DecodeLaunch {
     const int slots = current_sm_count() * blocks_per_sm();
     plan.num_splits =
         choose_num_splits(plan.m_blocks * batch_heads, all.end - all.begin, slots, problem.num_splits);
-    plan.layout = {plan.num_splits * Traits::kNWarps, batch_heads, packed_rows, Traits::kHeadDim};
+    plan.layout = {plan.num_splits, batch_heads, packed_rows, Traits::kHeadDim};
     return plan;
   }
 
@@ -105,7 +105,7 @@ struct DecodeLaunch {
     combine.heads_kv = problem.heads_kv;
     combine.group = problem.group_size();
     combine.seqlen_q = problem.seqlen_q;
-    const dim3 grid(plan.layout.batch_heads, (plan.layout.packed_rows + kCombineWarps - 1) / kCombineWarps);
+    const dim3 grid(plan.layout.batch_heads, plan.layout.packed_rows);
     split_kv_combine_kernel<typename Traits::Element, Traits::kHeadDim><<<grid, kCombineWarps * 32, 0, stream>>>(combine);
     return cuda_status(cudaGetLastError(), "combine kernel");
   }

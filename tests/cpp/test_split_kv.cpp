@@ -24,11 +24,11 @@ TEST(SplitCount, FullGridNeedsNoSplit) {
   EXPECT_EQ(choose_num_splits(212, 32, 264, 0), 1);  // 80% of one wave
 }
 
-TEST(SplitCount, FillsTheSlotsWithAtLeastFourTilesPerPart) {
+TEST(SplitCount, FillsOneWaveWithAtLeastFourTilesPerPart) {
   // B=1, Hkv=8, Skv=32k in 64-key tiles: 8 blocks, 512 tiles -> 33 parts fill 264 slots.
   EXPECT_EQ(choose_num_splits(8, 512, 264, 0), 33);
-  // B=8, Hkv=8, Skv=8k: 64 blocks, 128 tiles -> 5 parts.
-  EXPECT_EQ(choose_num_splits(64, 128, 264, 0), 5);
+  // B=8, Hkv=8, Skv=8k: 64 blocks, 128 tiles -> 4 parts, one wave (5 would start a second one).
+  EXPECT_EQ(choose_num_splits(64, 128, 264, 0), 4);
   // Few tiles: parts keep >= 4 tiles each.
   EXPECT_EQ(choose_num_splits(8, 12, 264, 0), 3);
   EXPECT_EQ(choose_num_splits(8, 3, 264, 0), 1);

@@ -34,16 +34,17 @@ struct SplitKvLayout {
 };
 
 // How many parts to cut each block's key tiles into. `requested` > 0 is the caller's number (1: no split,
-// results independent of how requests are batched), capped at one tile per part. Otherwise: enough blocks
-// to fill every slot the device has (slots = SMs x resident blocks per SM) once, while each part keeps at
-// least kMinTilesPerSplit tiles, since a part pays a fixed cost (Q, pipeline fill, a partial write).
+// results independent of how requests are batched), capped at one tile per part. Otherwise: as many
+// blocks as fit the device's slots (SMs x resident blocks per SM) in one wave, never more (a second,
+// nearly empty wave would double the time), while each part keeps at least kMinTilesPerSplit tiles, since
+// a part pays a fixed cost (Q, pipeline fill, a partial write).
 inline int choose_num_splits(int blocks, int kv_tiles, int slots, int requested) {
   constexpr int kMinTilesPerSplit = 4;
   constexpr int kMaxSplits = 128;
   if (kv_tiles <= 1) return 1;
   if (requested > 0) return requested < kv_tiles ? requested : kv_tiles;
   if (blocks <= 0 || blocks * 5 >= slots * 4) return 1;  // 80% of a wave is already there
-  int splits = (slots + blocks - 1) / blocks;
+  int splits = slots / blocks;
   const int by_tiles = kv_tiles / kMinTilesPerSplit;
   if (splits > by_tiles) splits = by_tiles;
   if (splits > kMaxSplits) splits = kMaxSplits;

@@ -48,17 +48,17 @@ __device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const&
 
 // The block's partial result: the warps' results (each over its own key columns) merged through smem, which
 // the K/V stages no longer need, into one normalized O and LSE per row, written to partial `split`.
-// Weights as in the combine: w = exp(lse_w - max) / sum_w exp(lse_w - max).
+// Weights as in the combine: w = exp(lse_w - max) / sum_w exp(lse_w - max). Each warp writes its weighted
+// O to its own slice and the slices are summed in warp order, so the result is the same on every run.
 template <class Traits, class Params, class TensorO, class TensorC, int kNRows>
 __device__ __forceinline__ void store_partial(Params const& p, int split, int batch_head, int row0,
                                               TensorO& acc_o_rc, TensorC const& coord_o, float (&lse)[kNRows],
                                               float* smem) {
   using namespace cute;
   constexpr int kBlockM = Traits::kBlockM, kHeadDim = Traits::kHeadDim, kNWarps = Traits::kNWarps;
-  float* warp_lse = smem;                 // (kNWarps, kBlockM)
-  float* merged = smem + kNWarps * kBlockM;  // (kBlockM, kHeadDim), summed by atomics in smem
+  float* warp_lse = smem;                                  // (kNWarps, kBlockM)
+  float* weighted = smem + kNWarps * kBlockM;              // (kNWarps, kBlockM, kHeadDim)
   const int warp = threadIdx.x / 32;
-  for (int i = threadIdx.x; i < kBlockM * kHeadDim; i += Traits::kNThreads) merged[i] = 0.0f;
 #pragma unroll
   for (int r = 0; r < kNRows; ++r) {
     if (get<1>(coord_o(r, 0)) == 0) warp_lse[warp * kBlockM + get<0>(coord_o(r, 0))] = lse[r];
@@ -79,9 +79,12 @@ __device__ __forceinline__ void store_partial(Params const& p, int split, int ba
     const bool empty = sum == 0.0f;
     const float weight = empty ? 0.0f : expf(lse[r] - m) / sum;
     block_lse[r] = empty ? -CUDART_INF_F : m + logf(sum);
+    float* dst = weighted + (warp * kBlockM + row) * kHeadDim;
 #pragma unroll
-    for (int k = 0; k < size<1>(acc_o_rc); ++k) {
-      atomicAdd(merged + row * kHeadDim + get<1>(coord_o(r, k)), weight * acc_o_rc(r, k));
+    for (int k = 0; k < size<1>(acc_o_rc); k += 2) {
+      // The 16x8 C fragment gives each lane two adjacent columns.
+      *reinterpret_cast<float2*>(dst + get<1>(coord_o(r, k))) =
+          make_float2(weight * acc_o_rc(r, k), weight * acc_o_rc(r, k + 1));
     }
   }
   __syncthreads();
@@ -89,8 +92,16 @@ __device__ __forceinline__ void store_partial(Params const& p, int split, int ba
   const int rows = min(kBlockM, p.layout.packed_rows - row0);
   for (int i = threadIdx.x; i < rows * kHeadDim / 4; i += Traits::kNThreads) {
     const int row = i / (kHeadDim / 4), col = (i % (kHeadDim / 4)) * 4;
-    *reinterpret_cast<float4*>(p.o_partial + p.layout.row(split, batch_head, row0 + row) * kHeadDim + col) =
-        *reinterpret_cast<const float4*>(merged + row * kHeadDim + col);
+    float4 total = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int w = 0; w < kNWarps; ++w) {
+      const float4 v = *reinterpret_cast<const float4*>(weighted + (w * kBlockM + row) * kHeadDim + col);
+      total.x += v.x;
+      total.y += v.y;
+      total.z += v.z;
+      total.w += v.w;
+    }
+    *reinterpret_cast<float4*>(p.o_partial + p.layout.row(split, batch_head, row0 + row) * kHeadDim + col) = total;
   }
   if (warp == 0) {
 #pragma unroll

@@ -53,7 +53,7 @@ struct KernelTraitsDecodeSm80 {
   static constexpr int kSmemKVElems = int(cute::cosize_v<SmemLayoutKV>);
   static constexpr int kSmemBytes = int(sizeof(Element)) * (kSmemQElems + 2 * kStages * kSmemKVElems);
   // After the key loop the K/V stages hold the merge of the warps' results: their LSEs and O, fp32.
-  static_assert((kNWarps * kBlockM + kBlockM * kHeadDim) * 4 <= int(sizeof(Element)) * 2 * kStages * kSmemKVElems,
+  static_assert((kNWarps * kBlockM + kNWarps * kBlockM * kHeadDim) * 4 <= int(sizeof(Element)) * 2 * kStages * kSmemKVElems,
                 "the warps' merge must fit in the K/V stages");
 
   using SmemCopyAtom = typename Base::SmemCopyAtom;

@@ -64,8 +64,10 @@ gtest_gpu() {
 }
 
 sanitize() {  # one configuration per bias keeps the sanitizers to minutes
-  # Sq > Skv with (B, S, H, D) strides: lower-right leaves whole rows masked, every bias and the mask variants
-  local bin=$PREBUILT/tests/cpp/test_forward_gpu filter=${SDPA_SANITIZE_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*}
+  # Sq > Skv with (B, S, H, D) strides: lower-right leaves whole rows masked, every bias and the mask variants;
+  # the split-KV decode kernels and their combine on packed GQA rows (Sq > Skv, and many splits)
+  local bin=$PREBUILT/tests/cpp/test_forward_gpu
+  local filter=${SDPA_SANITIZE_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*:*_bf16_hd128_b1h6x2_q5_kv3_bshd*:*_bf16_hd128_b2h8x2_q1_kv1000_bshd*}
   local bwd=$PREBUILT/tests/cpp/test_backward_gpu bwd_filter=${SDPA_SANITIZE_BWD_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*}
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 || return 1
@@ -96,7 +98,9 @@ XDIST=(); "$PY" -c "import xdist" 2>/dev/null && XDIST=(-n "${SDPA_PYTEST_WORKER
 run_step pytest "pytest (GPU tests included)" "$PY" -m pytest "${XDIST[@]}" -v --tb=short -p no:cacheprovider -rfEs tests/python
 # benchmarks/sdpa_bench runs from the repo root (here) against the installed package (budget: ~6 min on an H100)
 run_step bench "benchmark" "$PY" -m benchmarks.sdpa_bench --md "$OUT/bench.md" --png "$OUT/bench.png"
+run_step bench "decode benchmark" "$PY" -m benchmarks.sdpa_bench.decode --md "$OUT/decode.md"
 
 cat "$SUMMARY"
 [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
+[ -f "$OUT/decode.md" ] && cat "$OUT/decode.md"
 exit $failures

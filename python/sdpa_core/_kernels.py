@@ -25,6 +25,9 @@ if _broken:
     raise ImportError(f"sdpa_core._C does not match the Python side (name: (python, libsdpa)): {_broken}; "
                       f"rebuild the extension from this source tree")
 
+# Query rows up to which libsdpa may run a split-KV decode kernel (with a workspace).
+SPLIT_KV_MAX_SEQLEN_Q = _C.SPLIT_KV_MAX_SEQLEN_Q
+
 _DTYPE_CODES = {
     torch.float16: _C.DTYPE_FLOAT16,
     torch.bfloat16: _C.DTYPE_BFLOAT16,
@@ -122,7 +125,7 @@ def _run_forward(query, key, value, bias, scale: float, out, lse, num_splits: in
     A few query rows may run a split-KV decode kernel, whose partial results need a workspace."""
     problem, fields = problem_args(query, key, value, out, lse, num_splits), bias_args(bias, query, key)
     workspace, workspace_bytes = None, 0
-    if query.shape[2] <= _C.SPLIT_KV_MAX_SEQLEN_Q:
+    if query.shape[2] <= SPLIT_KV_MAX_SEQLEN_Q:
         workspace_bytes = _C.forward_workspace_size(problem, scale, fields)
         # libsdpa never allocates; torch's caching allocator makes this cheap (and CUDA-graph safe)
         workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=query.device) if workspace_bytes else None

@@ -6,8 +6,9 @@ are listed here with the measurement behind each (benchmarks/results.md, H100, 2
   * sm90, no bias or upper-left causal: torch's default (cuDNN) runs ~1.7x our sm80-class kernel
     (d128 S8k causal 552 vs 326 TFLOP/s);
   * sm90, a dense bias without a causal mask: torch's default (cuDNN) 277-307 vs ours 247-255;
-  * any GPU, no additive bias, decode-shaped (Sq <= 16) with fewer (batch, head) pairs than SMs: torch's
-    flash kernel splits the key range across blocks, ours does not yet (B=8 Sq=1 Skv=8k: 2453 vs 673 GB/s).
+Decode-shaped calls (Sq <= 16, inference) stay on sdpa_core's split-KV decode kernels, whatever the
+mask: H200, 2026-11-26, d128 Hq=32 Hkv=8 lower-right, GB/s of K+V: B=8 Sq=1 Skv=8k 3385 vs torch's best
+3274, B=1 Skv=32k 2612 vs 2315, B=8 Sq=4 3314 vs 778, B=64 Skv=2k 3823 vs 3680 (benchmarks/results.md).
 Everything else (ALiBi, lower-right causal prefill, dense bias + causal) stays on sdpa_core's kernels,
 which are at or ahead of torch there.
 
@@ -31,7 +32,6 @@ from . import _kernels, policy
 
 _HALF = (torch.float16, torch.bfloat16)
 
-_DECODE_ROWS = 16  # decode and speculative decoding: one query tile per (batch, head)
 _device_info: dict[int, tuple[int, int]] = {}
 
 
@@ -72,17 +72,15 @@ def _trains_the_bias(bias) -> bool:
 def _unbiased_reason(query, causal: int, training: bool = False) -> str:
     """The rule for calls without an additive bias (``causal``: 0 none, 1 upper-left, 2 lower-right;
     ``training``: the backward's speed counts too), shared by the dispatcher and the no-mask hot path."""
-    major, sms = device_info(query.device)
-    if causal in (0, 1) and major == 9:
+    major, _ = device_info(query.device)
+    decode = query.shape[2] <= _kernels.SPLIT_KV_MAX_SEQLEN_Q and not training
+    if causal in (0, 1) and major == 9 and not decode:
         return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
     if training and causal == 2 and major == 9:
         # fwd+bwd, H200, 2026-11-26, d128 Sq2k/Skv8k: torch's FlashAttention-2 302 TFLOP/s, ours 236 (the sm80
         # backward; the forwards tie)
         return ("dispatch_policy 'auto': on sm90 torch's fused forward and backward are faster for "
                 "lower-right causal training")
-    if query.shape[2] <= _DECODE_ROWS and query.shape[0] * query.shape[1] < sms:
-        return ("dispatch_policy 'auto': too few query tiles to fill the GPU (decode-shaped); torch's flash "
-                "kernel splits the key range, sdpa_core's split-KV kernel is not built yet")
     return ""
 
 
@@ -91,7 +89,7 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
     caller wrote it, so sdpa_core adds one test to torch's own cost instead of its whole dispatch.
 
     That holds off CUDA, for dtypes or requests sdpa_core's kernels do not take (float32, dropout), and
-    where torch's kernel is the faster one under "auto" (sm90, decode-shaped calls), training calls as
+    where torch's kernel is the faster one under "auto" (sm90 prefill), training calls as
     the others; never for misaligned CUDA inputs (they are copied first: torch's kernels have gotten some
     of them wrong) or a non-finite or negative ``scale``.
     Anything unusual (not tensors, odd ranks, bad arguments) answers False and takes the checked path.

@@ -8,6 +8,8 @@ from conftest import qkv, requires_cuda
 from oracle import assert_close, attention_fp64
 
 import sdpa_core
+from sdpa_core import _kernels
+from sdpa_core._kernel_bias import KernelBias
 
 pytestmark = requires_cuda
 
@@ -135,10 +137,32 @@ def test_routing_gpu(name, policy):
     assert_close(out, attention_fp64(q, k, v, **oracle_kwargs), torch.bfloat16)
 
 
-def test_decode_shaped_calls_go_to_torch_under_auto():
-    q, k, v = qkv(2, 4, 4, 1, 4096, 128, "cuda", torch.bfloat16)
-    bias = sdpa_core.causal_lower_right(1, 4096)
+@pytest.mark.parametrize("mask", ["none", "lower_right", "alibi"])
+def test_decode_shaped_calls_run_the_split_kv_kernel_under_auto(mask):
+    """Sq <= 16 runs sdpa_core's split-KV decode kernel under "auto" too, with or without a mask (GQA)."""
+    q, k, v = qkv(2, 8, 2, 3, 4096, 128, "cuda", torch.bfloat16)
+    slopes = sdpa_core.alibi_slopes(8).cuda()
+    bias = {"none": None, "lower_right": sdpa_core.causal_lower_right(3, 4096),
+            "alibi": sdpa_core.AlibiBias(slopes, 3, 4096, causal=sdpa_core.CausalVariant.LOWER_RIGHT)}[mask]
     with sdpa_core.dispatch_policy("auto"):
-        assert "too few query tiles" in sdpa_core.explain(q, k, v, attn_mask=bias)
-        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    assert_close(out, attention_fp64(q, k, v, causal="lower_right"), torch.bfloat16)
+        assert "decode_sm80" in sdpa_core.explain(q, k, v, attn_mask=bias, enable_gqa=True)
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+    kwargs = {"none": {}, "lower_right": {"causal": "lower_right"},
+              "alibi": {"causal": "lower_right", "slopes": slopes}}[mask]
+    assert_close(out, attention_fp64(q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1), **kwargs),
+                 torch.bfloat16)
+
+
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_decode_is_deterministic_and_split_independent_of_batching(num_splits):
+    """The same call twice gives the same bits; with one split a request's result does not depend on the
+    batch around it (varlen_attn's num_splits=1)."""
+    q, k, v = qkv(3, 8, 2, 1, 3000, 128, "cuda", torch.bfloat16)
+    bias = sdpa_core.causal_lower_right(1, 3000)
+    lower_right = KernelBias.causal_only(sdpa_core.CausalVariant.LOWER_RIGHT)
+    run = lambda a, b, c, n: _kernels.try_forward(a, b, c, lower_right, 128 ** -0.5, num_splits=n)
+    first, second = run(q, k, v, num_splits), run(q, k, v, num_splits)
+    assert torch.equal(first, second)
+    if num_splits == 1:
+        alone = torch.cat([run(q[i:i + 1], k[i:i + 1], v[i:i + 1], 1) for i in range(3)])
+        assert torch.equal(alone, first)

@@ -94,7 +94,7 @@ TEST(Dispatch, CompiledKernelsMatchTheBuild) {
   EXPECT_FALSE(names.empty()) << "a CUDA build with no kernel in SDPA_KERNEL_* lists";
   std::set<std::string> trait_names;
   for (const BiasDesc& bias : all_biases(DType::kBFloat16)) trait_names.insert(sdpa::bias_trait_name(bias));
-  const std::regex pattern(R"((fwd|bwd)_sm80<(\w+), (bfloat16|float16), hd(\d+)>)");
+  const std::regex pattern(R"((fwd|decode|bwd)_sm80<(\w+), (bfloat16|float16), hd(\d+)>)");
   std::set<std::string> seen;
   for (const std::string& name : names) {
     std::smatch match;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import importlib.util
+import inspect
 import random
 
 import pytest
@@ -379,7 +380,18 @@ def test_gpu_close_to_torch_varlen(causal):
     args, kwargs, logical = make_case("packed", 2, 4, 128, torch.bfloat16, device="cuda", lengths=lengths)
     variant = CausalVariant.UPPER_LEFT if causal else None
     ours = sdpa_core.varlen_attn(*args, **kwargs, causal=variant)
-    theirs = torch_varlen(*args, window_size=(-1, 0) if causal else (-1, -1), enable_gqa=True)
+    # torch 2.11's varlen_attn has no enable_gqa (2.13's does): give it the key/value heads repeated then.
+    params = inspect.signature(torch_varlen).parameters
+    targs = list(args)
+    if "enable_gqa" not in params:
+        group = args[0].shape[1] // args[1].shape[1]
+        targs[1], targs[2] = (t.repeat_interleave(group, 1) for t in args[1:3])
+    extra = {"enable_gqa": True} if "enable_gqa" in params else {}
+    if "window_size" in params:
+        extra["window_size"] = (-1, 0) if causal else (-1, -1)
+    else:
+        extra["is_causal"] = causal
+    theirs = torch_varlen(*targs, **extra)
     ref, _ = oracle(logical, 8, 128, causal=variant)
     err_ours = (ours.cpu().double() - ref).abs().max().item()
     err_torch = (theirs.cpu().double() - ref).abs().max().item()

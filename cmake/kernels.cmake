@@ -14,19 +14,6 @@ function(_sdpa_all_bias_traits out)
   set(${out} "${_names}" PARENT_SCOPE)
 endfunction()
 
-# <out>: the trait names in bias_traits.def whose bias is not dense (the split-KV decode kernels' traits).
-function(_sdpa_packable_bias_traits out)
-  file(STRINGS "${PROJECT_SOURCE_DIR}/cpp/include/sdpa/bias_traits.def" _lines REGEX "^SDPA_BIAS_TRAIT\\(")
-  set(_names "")
-  foreach(_line IN LISTS _lines)
-    if(NOT _line MATCHES ", *kDense *,")
-      string(REGEX REPLACE "^SDPA_BIAS_TRAIT\\(([A-Za-z0-9_]+),.*" "\\1" _name "${_line}")
-      list(APPEND _names "${_name}")
-    endif()
-  endforeach()
-  set(${out} "${_names}" PARENT_SCOPE)
-endfunction()
-
 # <out>: the list in variable <var> (SDPA_KERNEL_BIASES, SDPA_BACKWARD_BIASES) with ALL (or nothing)
 # expanded to every trait; an unknown name is an error.
 function(_sdpa_kernel_biases out var)
@@ -93,8 +80,8 @@ template struct ${_type};
 endfunction()
 
 # sdpa_generate_kernels(<out_sources>): writes the kernel TUs and registry.cpp under the binary dir: a
-# forward kernel per (bias, dtype, head dim), with SDPA_BUILD_DECODE a split-KV decode kernel for each
-# bias that is not dense, and with SDPA_BUILD_BACKWARD its backward beside it.
+# forward kernel per (bias, dtype, head dim), with SDPA_BUILD_DECODE its split-KV decode kernel and with
+# SDPA_BUILD_BACKWARD its backward beside it.
 function(sdpa_generate_kernels out_sources)
   set(_dir "${CMAKE_CURRENT_BINARY_DIR}/generated")
   set(_sources "")
@@ -110,15 +97,11 @@ function(sdpa_generate_kernels out_sources)
   if(SDPA_WITH_CUDA)
     _sdpa_kernel_biases(_biases SDPA_KERNEL_BIASES)
     _sdpa_kernel_biases(_bwd_biases SDPA_BACKWARD_BIASES)
-    _sdpa_packable_bias_traits(_decode_biases)
     foreach(_bias IN LISTS _biases)
       _sdpa_snake_case(_bias_file "${_bias}")
       set(_bias_directions "${_directions}")
       if(NOT _bias IN_LIST _bwd_biases)
         list(REMOVE_ITEM _bias_directions "bwd")
-      endif()
-      if(NOT _bias IN_LIST _decode_biases)
-        list(REMOVE_ITEM _bias_directions "decode")
       endif()
       foreach(_dtype IN LISTS SDPA_KERNEL_DTYPES)
         _sdpa_dtype_enum(_dtype_enum "${_dtype}")

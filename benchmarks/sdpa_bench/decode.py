@@ -35,14 +35,14 @@ class DecodeCase:
     sq: int
     skv: int
     alibi: bool = False
-    paged: int = 0  # page size of a paged cache run through sdpa_core.varlen_attn (0: contiguous)
+    padding: bool = False  # a (B, 1, 1, Skv) bool key-padding mask (the last 10% of each row's keys unused)
     d: int = 128
     heads_q: int = 32
     heads_kv: int = 8
 
     @property
     def label(self) -> str:
-        extra = (" ALiBi" if self.alibi else "") + (f" paged {self.paged}" if self.paged else "")
+        extra = (" ALiBi" if self.alibi else "") + (" key-padding mask" if self.padding else "")
         return f"B={self.batch}, Sq={self.sq}, Skv={self.skv // 1024}k{extra}"
 
     @property
@@ -57,6 +57,7 @@ CASES = [
     DecodeCase(64, 1, 2048),
     DecodeCase(8, 1, 8192, alibi=True),
     DecodeCase(1, 1, 32768, alibi=True),
+    DecodeCase(8, 1, 8192, padding=True),
 ]
 
 
@@ -66,11 +67,16 @@ def _inputs(case: DecodeCase, device):
     k = torch.randn(case.batch, case.heads_kv, case.skv, case.d, device=device, dtype=torch.bfloat16)
     v = torch.randn_like(k)
     slopes = sdpa_core.alibi_slopes(case.heads_q).to(device) if case.alibi else None
+    if case.padding:  # the mask stands in for the slopes: each case has one of them
+        keep = torch.arange(case.skv, device=device) < int(case.skv * 0.9)
+        slopes = keep[None, None, None, :].expand(case.batch, 1, 1, case.skv).contiguous()
     return q, k, v, slopes
 
 
 def _ours(case, q, k, v, slopes, policy: str):
-    if slopes is not None:
+    if case.padding:
+        bias = sdpa_core.TensorBias(slopes)
+    elif slopes is not None:
         bias = sdpa_core.AlibiBias(slopes, case.sq, case.skv, causal=sdpa_core.CausalVariant.LOWER_RIGHT)
     else:
         bias = sdpa_core.causal_lower_right(case.sq, case.skv)
@@ -90,7 +96,10 @@ def _alibi_tensor(case, q, slopes):
 
 
 def _torch(case, q, k, v, slopes, backend):
-    mask = _alibi_tensor(case, q, slopes) if slopes is not None else causal_lower_right(case.sq, case.skv)
+    if case.padding:
+        mask = slopes
+    else:
+        mask = _alibi_tensor(case, q, slopes) if slopes is not None else causal_lower_right(case.sq, case.skv)
 
     def run():
         if backend is None:
@@ -115,8 +124,12 @@ def run_case(case: DecodeCase, warmup_ms: float, rep_ms: float) -> dict:
     reference = CONTENDERS["sdpa_core (own)"](case, q, k, v, slopes)().float()
     row = {"case": case, "cells": {}, "explain": ""}
     with sdpa_core.dispatch_policy("own"):
-        bias = (sdpa_core.AlibiBias(slopes, case.sq, case.skv, causal=sdpa_core.CausalVariant.LOWER_RIGHT)
-                if slopes is not None else sdpa_core.causal_lower_right(case.sq, case.skv))
+        if case.padding:
+            bias = sdpa_core.TensorBias(slopes)
+        elif slopes is not None:
+            bias = sdpa_core.AlibiBias(slopes, case.sq, case.skv, causal=sdpa_core.CausalVariant.LOWER_RIGHT)
+        else:
+            bias = sdpa_core.causal_lower_right(case.sq, case.skv)
         row["explain"] = sdpa_core.explain(q, k, v, attn_mask=bias, enable_gqa=True)
     for name, build in CONTENDERS.items():
         try:
@@ -134,7 +147,8 @@ def report(rows: list[dict]) -> str:
     peak = next((v for key, v in HBM_PEAK_GBS.items() if key in name), None)
     lines = [f"# Decode: GB/s of K+V read ({name}, {datetime.date.today()}, torch {torch.__version__}, "
              f"cuDNN {torch.backends.cudnn.version()}, Python {platform.python_version()})", "",
-             "bf16, d128, Hq=32, Hkv=8, lower-right causal; ALiBi rows add ALiBi (torch: materialized, bf16). "
+             "bf16, d128, Hq=32, Hkv=8, lower-right causal; ALiBi rows add ALiBi (torch: materialized, bf16); "
+             "the key-padding row has a (B, 1, 1, Skv) bool mask and no causal part (the same tensor for torch). "
              + (f"HBM peak {peak:.0f} GB/s." if peak else ""), ""]
     names = list(CONTENDERS)
     lines.append("| case | " + " | ".join(names) + " | ours / best torch |")

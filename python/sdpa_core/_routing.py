@@ -5,7 +5,7 @@ replaces. Until sdpa_core's Hopper kernels exist, torch has the faster kernel fo
 are listed here with the measurement behind each (benchmarks/results.md, H100, 2026-11-25/26):
   * sm90, no bias or upper-left causal: torch's default (cuDNN) runs ~1.7x our sm80-class kernel
     (d128 S8k causal 552 vs 326 TFLOP/s);
-  * sm90, a dense bias without a causal mask: torch's default (cuDNN) 277-307 vs ours 247-255;
+  * sm90, a dense bias without a causal mask, prefill: torch's default (cuDNN) 277-307 vs ours 247-255;
 Decode-shaped calls (Sq <= 16, inference) stay on sdpa_core's split-KV decode kernels, whatever the
 mask: H200, 2026-11-26, d128 Hq=32 Hkv=8 lower-right, GB/s of K+V: B=8 Sq=1 Skv=8k 3385 vs torch's best
 3274, B=1 Skv=32k 2612 vs 2315, B=8 Sq=4 3314 vs 778, B=64 Skv=2k 3823 vs 3680 (benchmarks/results.md).
@@ -58,7 +58,8 @@ def torch_is_faster(query, bias, training: bool = False) -> str:
         # torch falls back to its memory-efficient backend (~105 TFLOP/s, H200), slower than the fused
         # backward with the bias gradient (expected ~160+). So learned biases go fused, causal or not.
         return ""
-    if kind == 2 and causal == 0 and device_info(query.device)[0] == 9:
+    decode = query.shape[2] <= _kernels.SPLIT_KV_MAX_SEQLEN_Q and not training
+    if kind == 2 and causal == 0 and device_info(query.device)[0] == 9 and not decode:
         return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
     return ""
 

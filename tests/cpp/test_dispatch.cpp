@@ -232,7 +232,7 @@ TEST(Dispatch, EveryCompiledKernelIsSelected) {
 }
 
 // A decode problem (Sq = 1) takes the split-KV family wherever it is compiled for the trait, and the
-// prefill family otherwise (dense biases); the overload without a workspace never takes it.
+// prefill family otherwise; Sq above kSplitKvMaxSeqlenQ never takes it.
 TEST(Dispatch, EveryCompiledDecodeKernelIsSelected) {
   if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
   if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";

@@ -179,8 +179,8 @@ TEST_P(ForwardGpu, MatchesReference) {
     if (!run.skip.empty()) GTEST_SKIP() << run.skip;
     return;
   }
-  // Decode shapes take the split-KV family wherever it is compiled for the trait.
-  if (c.shape.seqlen_q <= sdpa::kSplitKvMaxSeqlenQ && c.trait.kind != sdpa::BiasKind::kDense) {
+  // Decode shapes take the split-KV family.
+  if (c.shape.seqlen_q <= sdpa::kSplitKvMaxSeqlenQ) {
     EXPECT_EQ(run.kernel.rfind("decode_sm80", 0), 0u) << run.kernel;
   }
   if (c.trait.causal == CausalVariant::kLowerRight && c.shape.seqlen_q > c.shape.seqlen_kv) {

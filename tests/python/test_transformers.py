@@ -185,13 +185,23 @@ def test_generate_matches_sdpa_gpu(dtype):
 
 @requires_cuda
 def test_training_step_gradients_match_gpu():
+    """bf16 gradients with "sdpa" and "sdpa_core", each against the same bf16-rounded weights run in float32
+    ("sdpa"): sdpa_core's error is at most twice torch's plus a small floor (STYLE.md's fair bf16 rule). Two
+    bf16 runs differ from each other by their rounding noise alone, which is not a tolerance either meets."""
     ids, mask = left_padded_batch("cuda")
     labels = ids.masked_fill(mask == 0, -100)
-    grads = {}
-    for impl in IMPLS:
-        model = make_model(impl, "cuda", torch.bfloat16).train()
+
+    def grads_of(impl, dtype):
+        model = make_model(impl, "cuda", torch.bfloat16).to(dtype).train()
         model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-        grads[impl] = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
-    for name, ref in grads["sdpa"].items():
-        err = (grads["sdpa_core"][name] - ref).norm() / ref.norm().clamp_min(1e-6)
-        assert err < 5e-2, f"{name}: relative gradient error {err:.3g}"
+        return {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+
+    reference = grads_of("sdpa", torch.float32)
+    errors = {impl: {} for impl in IMPLS}
+    for impl in IMPLS:
+        for name, grad in grads_of(impl, torch.bfloat16).items():
+            ref = reference[name]
+            errors[impl][name] = ((grad - ref).norm() / ref.norm().clamp_min(1e-6)).item()
+    for name, torch_err in errors["sdpa"].items():
+        ours = errors[IMPLS[1]][name]
+        assert ours <= 2 * torch_err + 1e-2, f"{name}: relative gradient error {ours:.3g} vs torch's {torch_err:.3g}"

@@ -4,7 +4,8 @@
 // head_q_first + r % group, so the bias differs per row: ALiBi's slope, and the causal position. This
 // policy keeps one view of the trait per row a thread holds (two for an sm80 16x8 fragment) and the row's
 // position, built once per block; apply() then scores every element through the trait, like ScoreMod's
-// elementwise form. Dense biases are not packed (their tiles are read per head; see ScoreMod's staged form).
+// elementwise form. A dense bias is read per element from global memory here (its staged form reads one
+// head per tile): for decode's few rows that is a few bytes per key next to the K/V row's hundreds.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -16,7 +17,6 @@ namespace sdpa {
 
 template <class Bias, int kNRows>
 struct PackedScoreMod {
-  static_assert(Bias::kKind != BiasKind::kDense, "dense biases are read per head, not packed");
   Bias view[kNRows];
   int position[kNRows];
 

@@ -1,7 +1,7 @@
 // The sm80 split-KV decode family as the host sees it (see fwd_sm80.hpp for the pattern): a forward for
 // few query rows against many keys. Chosen over FwdSm80 for seqlen_q <= kSplitKvMaxSeqlenQ when the caller
-// passes a workspace; instantiated per (bias trait without a dense bias, dtype, head dim) in generated
-// translation units, defined in sm80/launch_decode_sm80.cuh.
+// passes a workspace; instantiated per (bias trait, dtype, head dim) in generated translation units,
+// defined in sm80/launch_decode_sm80.cuh.
 #pragma once
 
 #include <cstddef>

@@ -134,7 +134,6 @@ std::size_t DecodeSm80<Bias, kDType, kHeadDim>::workspace_size(const AttentionPr
 template <class Bias, DType kDType, int kHeadDim>
 Status DecodeSm80<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void* workspace,
                                                std::size_t) {
-  static_assert(Bias::kKind != BiasKind::kDense, "dense biases have no packed decode kernel");
   using Traits = KernelTraitsDecodeSm80<typename CuteElement<kDType>::type, kHeadDim>;
   return sm80::DecodeLaunch<Traits, Bias>::run(problem, Bias::make_params(bias), workspace);
 }

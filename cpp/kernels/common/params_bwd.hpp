@@ -33,6 +33,7 @@ template <class BiasParams>
 struct BwdParams : FwdParams<BiasParams> {
   TensorView grad_o, grad_q, grad_k, grad_v;
   TensorView grad_bias;  // data nullptr: no bias gradient wanted
+  bool grad_bias_rows_aligned = false;  // 16-byte aligned rows: whole key blocks store 16 bytes at a time
   float* dq_accum = nullptr;
   float* dpsum = nullptr;
   int seqlen_q_padded = 0;
@@ -50,6 +51,9 @@ BwdParams<typename Bias::Params> make_bwd_params(const BackwardProblem& problem,
   p.grad_k = problem.grad_k;
   p.grad_v = problem.grad_v;
   p.grad_bias = problem.grad_bias;
+  const TensorView& g = problem.grad_bias;
+  p.grad_bias_rows_aligned = reinterpret_cast<std::uintptr_t>(g.data) % 16 == 0 && g.stride_batch % 8 == 0 &&
+                             g.stride_head % 8 == 0 && g.stride_seq % 8 == 0;
   p.dq_accum = static_cast<float*>(workspace);
   p.dpsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + layout.dq_accum_bytes);
   p.seqlen_q_padded = static_cast<int>(layout.seqlen_q_padded);

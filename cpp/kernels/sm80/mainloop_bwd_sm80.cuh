@@ -66,6 +66,31 @@ struct MainloopBwdSm80 {
     }
   }
 
+  // The same from the dS tile in smem, in 16-byte row pieces (coalesced, unlike the 4-byte register
+  // stores above): for key blocks inside the sequence with 16-byte aligned rows. Rows past the sequence
+  // are skipped.
+  template <class Params, class TensorS>
+  static __device__ __forceinline__ void store_bias_grad_tile(Params const& p, TensorS const& sdS, int b, int head,
+                                                              int m_block, int n_block) {
+    Element* base = static_cast<Element*>(const_cast<void*>(p.grad_bias.data)) + b * p.grad_bias.stride_batch +
+                    head * p.grad_bias.stride_head;
+    Tensor g = local_tile(make_tensor(make_gmem_ptr(base), make_shape(p.seqlen_q, p.seqlen_kv),
+                                      make_stride(p.grad_bias.stride_seq, _1{})),
+                          Shape<Int<kBlockM>, Int<kBlockN>>{}, make_coord(m_block, n_block));
+    typename Traits::Base::GmemTiledCopyO s2g;
+    auto thr = s2g.get_thread_slice(threadIdx.x);
+    Tensor src = thr.partition_S(sdS);
+    Tensor dst = thr.partition_D(g);
+    Tensor rows = thr.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+    Tensor staged = make_tensor<Element>(shape(dst));
+    copy(s2g, src, staged);
+    const int rows_left = p.seqlen_q - m_block * kBlockM;
+#pragma unroll
+    for (int m = 0; m < size<1>(dst); ++m) {
+      if (get<0>(rows(0, m, 0)) < rows_left) copy(s2g, staged(_, m, _), dst(_, m, _));
+    }
+  }
+
   // Runs every (query head of the group, query block of `range`) step for key block n_block of kv head
   // coord.head_kv, adding into acc_dk (unscaled: the caller applies the softmax scale) and acc_dv. With
   // kAtomicDq each step also adds its dQ to the fp32 accumulators; without, a dQ kernel computes it.
@@ -236,11 +261,19 @@ struct MainloopBwdSm80 {
         for (int k = 0; k < size<1>(dp); ++k) dp(r, k) = s(r, k) * (dp(r, k) - dpsum[r]);
       }
       if constexpr (Bias::kKind == BiasKind::kDense) {
-        if (p.grad_bias.data != nullptr) store_bias_grad(p, dp, coord_rc, b, head, row0, col0);
+        // A block that ends past the sequence, or rows that 16-byte stores cannot reach, store from registers.
+        if (p.grad_bias.data != nullptr && (partial_n || !p.grad_bias_rows_aligned)) {
+          store_bias_grad(p, dp, coord_rc, b, head, row0, col0);
+        }
       }
       copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_s)), tPsP);
       copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_dp)), tdSsdS);
       __syncthreads();  // P and dS visible to every warp
+      if constexpr (Bias::kKind == BiasKind::kDense) {
+        if (p.grad_bias.data != nullptr && !partial_n && p.grad_bias_rows_aligned) {
+          store_bias_grad_tile(p, sdS, b, head, m_block, n_block);
+        }
+      }
 
       gemm_ss(acc_dv, tdKVrPdSt, tdKVrQdOt, tdVsPt, s2r_dkv_b_thr.partition_S(sdOt(stage)), mma_dkv, s2r_dkv_a,
               s2r_dkv_a_thr, s2r_dkv_b, s2r_dkv_b_thr);

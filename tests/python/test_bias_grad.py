@@ -193,13 +193,14 @@ def test_the_real_binding_takes_a_bias_gradient_view():
 
 
 def test_routing_sends_bias_gradient_calls_fused_under_auto(monkeypatch):
-    """On sm90 a dense bias without causal goes to torch's cuDNN kernel under "auto", unless the call trains
-    the bias: torch has only its memory-efficient backend for that."""
+    """On sm90 a dense bias without causal goes to torch's cuDNN kernel under "auto" for prefill, unless the
+    call trains the bias: torch has only its memory-efficient backend for that. Decode-shaped inference calls
+    (Sq <= 16) stay on sdpa_core's split-KV kernel."""
     monkeypatch.setattr(_routing, "device_info", lambda device: (9, 132))
-    q = torch.empty(1, 2, 9, 64)
+    q = torch.empty(1, 2, 40, 64)
 
     def dense_bias(requires_grad, causal=None):
-        return KernelBias.dense_tensor(torch.zeros(9, 9, requires_grad=requires_grad), causal)
+        return KernelBias.dense_tensor(torch.zeros(40, 40, requires_grad=requires_grad), causal)
 
     with sdpa_core.dispatch_policy("auto"):
         assert "cuDNN" in _routing.torch_is_faster(q, dense_bias(False), training=False)
@@ -208,6 +209,9 @@ def test_routing_sends_bias_gradient_calls_fused_under_auto(monkeypatch):
         assert _routing.torch_is_faster(q, dense_bias(True, sdpa_core.CausalVariant.UPPER_LEFT), training=True) == ""
         with torch.no_grad():  # no gradient will be computed: an inference call
             assert "cuDNN" in _routing.torch_is_faster(q, dense_bias(True), training=False)
+        decode = torch.empty(1, 2, 16, 64)
+        assert _routing.torch_is_faster(decode, dense_bias(False), training=False) == ""
+        assert "cuDNN" in _routing.torch_is_faster(decode, dense_bias(False), training=True)
     with sdpa_core.dispatch_policy("own"):
         assert _routing.torch_is_faster(q, dense_bias(False), training=True) == ""
 

@@ -30,6 +30,25 @@ Status check_shapes(const AttentionProblem& p) {
   return Status::success();
 }
 
+Status check_varlen(const AttentionProblem& p) {
+  if (!p.is_varlen()) {
+    if (p.cu_seqlens_kv || p.seqused_kv || p.page_table) {
+      return invalid("cu_seqlens_kv, seqused_kv and page_table describe a variable-length batch: set cu_seqlens_q too");
+    }
+    return Status::success();
+  }
+  if (p.page_table == nullptr && p.cu_seqlens_kv == nullptr) {
+    return invalid("a variable-length batch needs cu_seqlens_kv (packed keys) or page_table (a paged cache)");
+  }
+  if (p.page_table != nullptr) {
+    if (p.page_size < 1) return invalid("page_size must be >= 1 with a page_table; got " + std::to_string(p.page_size));
+    if (p.seqused_kv == nullptr && p.cu_seqlens_kv == nullptr) {
+      return invalid("a paged cache needs seqused_kv or cu_seqlens_kv for the sequences' key lengths");
+    }
+  }
+  return Status::success();
+}
+
 Status check_bias(const AttentionProblem& p, const BiasDesc& bias) {
   switch (bias.kind) {
     case BiasKind::kNone: break;
@@ -73,7 +92,8 @@ Status check_backward_operands(const BackwardProblem& p, const BiasDesc& bias) {
 
 Status validate(const AttentionProblem& problem, const BiasDesc& bias) {
   for (Status s : {check_shapes(problem), check_tensor(problem.q, "q"), check_tensor(problem.k, "k"),
-                   check_tensor(problem.v, "v"), check_tensor(problem.o, "o"), check_bias(problem, bias)}) {
+                   check_tensor(problem.v, "v"), check_tensor(problem.o, "o"), check_bias(problem, bias),
+                   check_varlen(problem)}) {
     if (!s.ok()) return s;
   }
   return Status::success();
@@ -81,6 +101,7 @@ Status validate(const AttentionProblem& problem, const BiasDesc& bias) {
 
 Status validate_backward(const BackwardProblem& problem, const BiasDesc& bias) {
   if (Status s = validate(problem.forward, bias); !s.ok()) return s;
+  if (problem.forward.is_varlen()) return invalid("the backward takes (B, H, S, D) batches, not variable-length ones");
   return check_backward_operands(problem, bias);
 }
 

@@ -17,7 +17,7 @@ _CONTRACT = {
     "BIAS_NONE": BiasKind.NONE, "BIAS_ALIBI": BiasKind.ALIBI, "BIAS_DENSE": BiasKind.DENSE,
     "CAUSAL_NONE": 0, "CAUSAL_UPPER_LEFT": CausalVariant.UPPER_LEFT, "CAUSAL_LOWER_RIGHT": CausalVariant.LOWER_RIGHT,
     # the lengths problem_args(), bias_args() and grad_args() build
-    "PROBLEM_FIELDS": 26, "BIAS_FIELDS": 11, "GRAD_FIELDS": 20,
+    "PROBLEM_FIELDS": 32, "BIAS_FIELDS": 11, "GRAD_FIELDS": 20,
 }
 _broken = {name: (int(value), getattr(_C, name, None)) for name, value in _CONTRACT.items()
            if getattr(_C, name, None) != int(value)}
@@ -47,7 +47,10 @@ def problem_args(query, key, value, out, lse: torch.Tensor | None = None, num_sp
     return [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), batch, heads_q, key.shape[1], seq_len_q, key.shape[2],
             head_dim, query.data_ptr(), qs[0], qs[1], qs[2], key.data_ptr(), ks[0], ks[1], ks[2],
             value.data_ptr(), vs[0], vs[1], vs[2], out.data_ptr(), os_[0], os_[1], os_[2],
-            0 if lse is None else lse.data_ptr(), _current_stream(query.device), num_splits]
+            0 if lse is None else lse.data_ptr(), _current_stream(query.device), num_splits, *_DENSE_BATCH]
+
+
+_DENSE_BATCH = (0, 0, 0, 0, 0, 0)  # problem_args()'s varlen fields for a (B, H, S, D) batch
 
 
 def bias_args(bias, query, key) -> list[int]:
@@ -124,12 +127,38 @@ def _run_forward(query, key, value, bias, scale: float, out, lse, num_splits: in
     """Launches the fused forward into ``out`` (and ``lse`` when given); False when libsdpa has no kernel.
     A few query rows may run a split-KV decode kernel, whose partial results need a workspace."""
     problem, fields = problem_args(query, key, value, out, lse, num_splits), bias_args(bias, query, key)
+    return _launch(problem, fields, scale, query.device, query.shape[2] <= SPLIT_KV_MAX_SEQLEN_Q)
+
+
+def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table,
+                       max_q: int, max_k: int, num_splits: int, out, lse) -> bool:
+    """One launch for a whole variable-length batch (libsdpa's split-KV decode kernels, max_q <= 16): query
+    and out (Tq, Hq, D), key/value packed (Tk, Hkv, D) or a page pool (pages, page_size, Hkv, D), the int32
+    index tensors on the device as torch's varlen_attn takes them, lse (Tq, Hq) float32 or None. False when
+    libsdpa has no kernel for it. Reads no tensor data on the host."""
+    tokens = lambda t: [t.data_ptr(), 0, t.stride(1), t.stride(0)]
+    if block_table is not None:
+        kv = lambda t: [t.data_ptr(), t.stride(0), t.stride(2), t.stride(1)]
+        pages = [block_table.data_ptr(), block_table.stride(0), key.shape[1]]
+    else:
+        kv, pages = tokens, [0, 0, 0]
+    ptr = lambda t: 0 if t is None else t.data_ptr()
+    problem = [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), cu_seq_q.shape[0] - 1, query.shape[1], key.shape[-2],
+               max_q, max_k, query.shape[2], *tokens(query), *kv(key), *kv(value), *tokens(out), ptr(lse),
+               _current_stream(query.device), num_splits, cu_seq_q.data_ptr(), ptr(cu_seq_k), ptr(seqused_k), *pages]
+    slopes = [0, 0, 0] if bias.slopes is None else [bias.slopes.data_ptr(), 0, bias.slopes.stride(0)]
+    fields = [int(bias.kind), int(bias.causal or 0), *slopes, 0, _C.DTYPE_BOOL, 0, 0, 0, 0]
+    return _launch(problem, fields, scale, query.device, True)
+
+
+def _launch(problem: list[int], fields: list[int], scale: float, device, decode: bool) -> bool:
+    """libsdpa's forward on these fields, with the workspace a decode kernel needs; False: no kernel."""
     workspace, workspace_bytes = None, 0
-    if query.shape[2] <= SPLIT_KV_MAX_SEQLEN_Q:
+    if decode:
         workspace_bytes = _C.forward_workspace_size(problem, scale, fields)
         # libsdpa never allocates; torch's caching allocator makes this cheap (and CUDA-graph safe)
-        workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=query.device) if workspace_bytes else None
-    reason = on_device(_C.forward, query.device, problem, scale, fields,
+        workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device) if workspace_bytes else None
+    reason = on_device(_C.forward, device, problem, scale, fields,
                        0 if workspace is None else workspace.data_ptr(), workspace_bytes)
     return not reason
 

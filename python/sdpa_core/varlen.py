@@ -1,17 +1,18 @@
 """``varlen_attn``: attention over packed variable-length sequences, optionally with a paged KV cache.
 
 The arguments mean what they mean in ``torch.nn.attention.varlen.varlen_attn`` (torch 2.13), plus
-sdpa_core's bias options. Today each sequence runs alone through ``scaled_dot_product_attention`` with
-its own bias object, so every device and dtype works and, on a GPU, each sequence uses the fused kernels
-that cover it. The kernels that take the whole batch at once (varlen, split-KV decode, paged reads) are
-the next step of issue 8; ``explain()`` describes ``scaled_dot_product_attention`` only.
+sdpa_core's bias options. On a GPU, a batch whose sequences have at most 16 queries each (decode,
+speculative decoding) runs in one launch of libsdpa's split-KV decode kernels, packed or paged keys read
+in place. Anything else runs each sequence alone through ``scaled_dot_product_attention`` with its own
+bias object, so every device and dtype works; a varlen prefill kernel is the next step of issue 8.
+``explain()`` describes ``scaled_dot_product_attention`` only.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _dispatch, _validate
+from . import _dispatch, _kernel_bias, _kernels, _validate
 from .bias import AlibiBias, CausalBias
 from .errors import SdpaTypeError, SdpaValueError
 from .functional import scaled_dot_product_attention
@@ -57,9 +58,8 @@ def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_
             ``block_table[b, p]``. Only the ``ceil(Lk / page_size)`` pages a sequence uses are read
             (and must be in [0, total_pages)); later entries and unused pages may hold anything. Any
             page_size is accepted here; the paged kernels of issue 8 will require a multiple of 16.
-        num_splits: None or an int >= 1, torch's split-KV override. Accepted and checked; it does not
-            change results (today every sequence runs alone, so results never depend on the batch), and
-            will only pick the work split of the split-KV kernel.
+        num_splits: None or an int >= 1, torch's split-KV override: the split count of the one-launch path
+            (1: a sequence's result does not depend on the batch around it). The per-sequence path ignores it.
         causal: None, or a ``CausalVariant`` (ours or torch's) applied per sequence: ``UPPER_LEFT``
             keeps key j for query i when j <= i; ``LOWER_RIGHT`` when j <= i + (Lk - Lq), aligning a
             sequence's last query with its last used key (decoding, chunked prefill).
@@ -76,10 +76,12 @@ def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_
         SdpaValueError / SdpaTypeError (both RuntimeError): a bad argument; the message names it and
         the expected shape, dtype or value.
 
-    Cost today: the lengths (and the used block-table entries) are read on the host (one device sync),
-    each sequence is one SDPA call, and a paged sequence's pages are gathered into a contiguous copy
-    first. ``return_lse`` computes the LSE in plain torch beside the call (float32 scores of each
-    sequence, materialized; float64 for float64 inputs) and carries no gradient.
+    Cost: the lengths (and the used block-table entries) are read on the host for the checks (one device
+    sync). The one-launch path then reads everything in place; on the per-sequence path each sequence is
+    one SDPA call, and a paged sequence's pages are gathered into a contiguous copy first. There
+    ``return_lse`` computes the LSE in plain torch beside the call (float32 scores of each sequence,
+    materialized; float64 for float64 inputs); the one-launch path takes it from the kernel. It carries no
+    gradient.
     """
     _validate.check_tensor_types(query, key, value)
     _validate.check_scalars(0.0, False, scale, enable_gqa)
@@ -99,6 +101,10 @@ def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_
     pages = _used_pages(block_table, used, key) if paged else None
 
     scale_value = _dispatch.default_scale(query, scale)
+    fused = _fused(query, key, value, alibi_slopes, variant, scale_value, cu_seq_q, cu_seq_k, seqused_k,
+                   block_table, max(used, default=0), q_starts, num_splits, return_lse)
+    if fused is not None:
+        return fused
     outs, lses = [], []
     for b in range(n):
         len_q, len_k = q_starts[b + 1] - q_starts[b], used[b]
@@ -178,6 +184,29 @@ def _check_index_tensor(name: str, t, query, shape_text: str, dims: int) -> None
         raise SdpaValueError(f"{name} must have shape {shape_text}; got {tuple(t.shape)}")
     if t.device != query.device:
         raise SdpaValueError(f"{name} is on {t.device} but query is on {query.device}")
+
+
+def _fused(query, key, value, slopes, variant, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table,
+           max_k: int, q_starts: list[int], num_splits, return_lse: bool):
+    """The whole batch in one launch of libsdpa's split-KV decode kernels, or None where they do not take it:
+    off CUDA, other dtypes, a gradient to compute, or a sequence with more than 16 queries (prefill: the
+    per-sequence path below runs the prefill kernels)."""
+    max_q = max((q_starts[b + 1] - q_starts[b] for b in range(len(q_starts) - 1)), default=0)
+    if (not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16) or max_q == 0 or max_k == 0
+            or max_q > _kernels.SPLIT_KV_MAX_SEQLEN_Q or slopes is not None and slopes.requires_grad
+            or torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))):
+        return None
+    if not all(_kernels.is_aligned(t) for t in (query, key, value)):
+        return None
+    bias = _kernel_bias.KernelBias.alibi(slopes, variant) if slopes is not None else \
+        _kernel_bias.KernelBias.causal_only(variant)
+    out = torch.empty_like(query)
+    lse = torch.empty(query.shape[:2], dtype=torch.float32, device=query.device) if return_lse else None
+    ran = _kernels.try_forward_varlen(query, key, value, bias, scale, cu_seq_q, cu_seq_k, seqused_k, block_table,
+                                      max_q, max_k, num_splits or 0, out, lse)
+    if not ran:
+        return None
+    return (out, lse) if return_lse else out
 
 
 def _cu_lengths(name: str, cu, query, total: int | None) -> list[int]:

@@ -396,3 +396,69 @@ def test_gpu_close_to_torch_varlen(causal):
     err_ours = (ours.cpu().double() - ref).abs().max().item()
     err_torch = (theirs.cpu().double() - ref).abs().max().item()
     assert err_ours <= 2 * err_torch + 1e-3, (err_ours, err_torch)
+
+
+DECODE_LENGTHS = [(1, 0), (0, 5), (1, 1), (3, 70), (16, 100), (1, 300), (5, 3), (2, 2)]  # every Lq <= 16
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Records whether each varlen_attn call ran libsdpa's one-launch path (and that it ran)."""
+    from sdpa_core import _kernels
+    calls = []
+    original = _kernels.try_forward_varlen
+
+    def spy(*args, **kwargs):
+        calls.append(original(*args, **kwargs))
+        return calls[-1]
+    monkeypatch.setattr(_kernels, "try_forward_varlen", spy)
+    return calls
+
+
+@requires_cuda
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("bias_name", list(BIASES))
+@pytest.mark.parametrize("layout", ["packed_seqused", "paged16_seqused", "paged64_cu", "paged16_both"])
+@pytest.mark.parametrize("group", [1, 4, 8])
+def test_gpu_decode_batch_runs_in_one_launch(group, layout, bias_name, dim, fused_calls):
+    """Sequences of at most 16 queries (empty ones, Lk = 0, Sq > Sk) run in one launch of the split-KV decode
+    kernels, packed or paged keys read in place, and match the float64 oracle (NaN in every unused slot)."""
+    run_case(layout, heads_kv=1 if group == 8 else 2, group=group, bias_name=bias_name, dtype=torch.bfloat16,
+             device="cuda", dim=dim, seed=group + dim, lengths=DECODE_LENGTHS)
+    assert fused_calls and all(fused_calls), "the one-launch path did not run"
+
+
+@requires_cuda
+@pytest.mark.parametrize("layout", ["packed_seqused", "paged16_both"])
+def test_gpu_one_split_is_independent_of_the_batch(layout, fused_calls):
+    """num_splits=1: each sequence's output is bitwise the same alone as in the batch."""
+    args, kwargs, logical = make_case(layout, 2, 4, 128, torch.bfloat16, device="cuda", lengths=DECODE_LENGTHS,
+                                      seed=3)
+    query, key, value, cu_q = args[0], args[1], args[2], args[3]
+    batch = sdpa_core.varlen_attn(*args, **kwargs, causal=CausalVariant.LOWER_RIGHT, num_splits=1)
+    assert all(fused_calls)
+    starts = cu_q.tolist()
+    for b in range(len(DECODE_LENGTHS)):
+        if starts[b + 1] == starts[b]:
+            continue
+        one = _single_sequence(args, kwargs, b)
+        alone = sdpa_core.varlen_attn(*one[0], **one[1], causal=CausalVariant.LOWER_RIGHT, num_splits=1)
+        assert torch.equal(alone, batch[starts[b]:starts[b + 1]]), f"sequence {b} differs alone"
+
+
+def _single_sequence(args, kwargs, b):
+    """varlen_attn's arguments for sequence b of a batch alone (same key/value storage)."""
+    query, key, value, cu_q, cu_k, _, _ = args
+    q0, q1 = cu_q[b].item(), cu_q[b + 1].item()
+    as_cu = lambda n: torch.tensor([0, n], dtype=torch.int32, device=query.device)
+    used = kwargs["seqused_k"][b:b + 1] if kwargs["seqused_k"] is not None else None
+    length = used.item() if used is not None else (cu_k[b + 1] - cu_k[b]).item()
+    if kwargs["block_table"] is not None:
+        k, v = key, value
+        one_cu_k = None if cu_k is None else as_cu((cu_k[b + 1] - cu_k[b]).item())
+        table = kwargs["block_table"][b:b + 1]
+    else:
+        k0, k1 = cu_k[b].item(), cu_k[b + 1].item()
+        k, v, one_cu_k, table = key[k0:k1], value[k0:k1], as_cu(k1 - k0), None
+    one_args = (query[q0:q1], k, v, as_cu(q1 - q0), one_cu_k, q1 - q0, length)
+    return one_args, {"enable_gqa": kwargs["enable_gqa"], "block_table": table, "seqused_k": used}

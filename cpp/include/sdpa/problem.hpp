@@ -43,6 +43,23 @@ struct AttentionProblem {
   // requests are batched; n = at most n (at most one key tile per part).
   int num_splits = 0;
 
+  // Variable-length batches (cu_seqlens_q set; the split-KV decode kernels only, so seqlen_q <= 16): `batch`
+  // sequences packed along the token dimension. q and o are (total_q, heads_q, D): stride_seq is the token
+  // stride, stride_head the head stride, stride_batch unused; sequence b owns tokens cu_seqlens_q[b] ..
+  // cu_seqlens_q[b + 1]. seqlen_q and seqlen_kv are the longest query and used key lengths. Keys and values
+  // are packed the same way at cu_seqlens_kv, or (page_table set) a page pool (pages, page_size, heads_kv,
+  // D) with stride_batch the page stride, key j of sequence b living at row j % page_size of page
+  // page_table[b * page_table_stride + j / page_size]. Sequence b uses seqused_kv[b] keys when set, else
+  // cu_seqlens_kv[b + 1] - cu_seqlens_kv[b]; key/value slots past that are never read. All device int32
+  // arrays. lse, when set, becomes (total_q, heads_q), the layout of torch's varlen_attn.
+  const int* cu_seqlens_q = nullptr;
+  const int* cu_seqlens_kv = nullptr;
+  const int* seqused_kv = nullptr;
+  const int* page_table = nullptr;
+  int page_table_stride = 0;
+  int page_size = 0;
+
+  bool is_varlen() const { return cu_seqlens_q != nullptr; }
   int group_size() const { return heads_kv > 0 ? heads_q / heads_kv : 0; }
 };
 

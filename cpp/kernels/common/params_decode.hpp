@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common/params.hpp"
+#include "common/seq_info.hpp"
 #include "common/split_kv.hpp"
 
 namespace sdpa {
@@ -13,6 +14,7 @@ struct DecodeParams : FwdParams<BiasParams> {
   float* o_partial = nullptr;    // SplitKvLayout's partial O, inside the caller's workspace
   float* lse_partial = nullptr;  // and its partial LSE
   SplitKvLayout layout;
+  SeqLayout seq;  // variable-length batches and paged keys (SeqInfo); null pointers: the dense layout
   int heads_kv = 0;
   int num_splits = 1;
 };

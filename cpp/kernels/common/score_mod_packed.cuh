@@ -19,13 +19,15 @@ template <class Bias, int kNRows>
 struct PackedScoreMod {
   Bias view[kNRows];
   int position[kNRows];
+  int seqlen_kv;  // the block's sequence's (a variable-length batch has one per sequence)
 
   // coord_rc: (row, col) inside the tile of each accumulator element this thread holds; row0: the packed
   // row of the tile's first row. Rows past the problem's last packed row are computed but never stored;
   // they take the last row's view, so the trait never reads a head that does not exist.
   template <class Params, class TensorC>
   __device__ __forceinline__ PackedScoreMod(Params const& p, BlockCoord const& coord, TensorC const& coord_rc,
-                                            int row0) {
+                                            int row0)
+      : seqlen_kv(coord.seqlen_kv) {
     using namespace cute;
     const int last_row = coord.group * coord.seqlen_q - 1;
 #pragma unroll
@@ -50,7 +52,7 @@ struct PackedScoreMod {
         const int j = col0 + get<1>(coord_rc(r, k));
         const float scaled = prescale ? s(r, k) * p.scale : s(r, k);
         if constexpr (kMasked) {
-          s(r, k) = j >= p.seqlen_kv ? -CUDART_INF_F : view[r].template score<Element>(scaled, position[r], j);
+          s(r, k) = j >= seqlen_kv ? -CUDART_INF_F : view[r].template score<Element>(scaled, position[r], j);
         } else if constexpr (Bias::kHasValue) {
           s(r, k) = scaled + view[r].template value<Element>(position[r], j);
         } else {

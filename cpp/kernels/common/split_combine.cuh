@@ -11,6 +11,7 @@
 #include <cutlass/numeric_types.h>
 #include <math_constants.h>
 
+#include "common/seq_info.hpp"
 #include "common/split_kv.hpp"
 #include "sdpa/problem.hpp"
 
@@ -18,7 +19,8 @@ namespace sdpa {
 
 struct CombineParams {
   TensorView o;          // written, (B, Hq, Sq, D)
-  float* lse = nullptr;  // optional, (B, Hq, Sq) contiguous
+  float* lse = nullptr;  // optional, (B, Hq, Sq) contiguous; (total_q, Hq) for a variable-length batch
+  SeqLayout seq;
   const float* o_partial = nullptr;
   const float* lse_partial = nullptr;
   SplitKvLayout layout;
@@ -82,6 +84,9 @@ __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(co
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int batch_head = blockIdx.x;
   const int packed_row = blockIdx.y;
+  const int batch = batch_head / p.heads_kv;
+  const SeqInfo seq = SeqInfo::of(p.seq, batch, p.seqlen_q, 0);
+  if (packed_row >= p.group * seq.seqlen_q) return;  // a shorter sequence of a variable-length batch
 
   float row_max, sum;
   row_lse_stats(p, batch_head, packed_row, scratch, row_max, sum);
@@ -109,11 +114,9 @@ __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(co
   for (int e = 0; e < kPerLane; ++e) warp_sums[warp][lane * kPerLane + e] = acc[e];
   __syncthreads();
 
-  const int batch = batch_head / p.heads_kv;
   const int head_q = (batch_head % p.heads_kv) * p.group + packed_row % p.group;
   const int position = packed_row / p.group;
-  Element* dst = static_cast<Element*>(const_cast<void*>(p.o.data)) + batch * p.o.stride_batch +
-                 head_q * p.o.stride_head + position * p.o.stride_seq;
+  Element* dst = static_cast<Element*>(const_cast<void*>(p.o.data)) + seq.q_offset(p.o, batch, head_q, position);
   for (int d = threadIdx.x; d < kHeadDim; d += blockDim.x) {
     float total = 0.0f;
 #pragma unroll
@@ -121,8 +124,8 @@ __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(co
     dst[d] = Element(total);
   }
   if (threadIdx.x == 0 && p.lse != nullptr) {
-    const int heads_q = p.heads_kv * p.group;
-    p.lse[(int64_t(batch) * heads_q + head_q) * p.seqlen_q + position] = empty ? -CUDART_INF_F : row_max + logf(sum);
+    p.lse[seq.lse_index(batch, head_q, position, p.heads_kv * p.group, p.seqlen_q)] =
+        empty ? -CUDART_INF_F : row_max + logf(sum);
   }
 }
 

@@ -15,6 +15,7 @@
 
 #include "common/block_coord.hpp"
 #include "common/params_decode.hpp"
+#include "common/seq_info.hpp"
 #include "common/score_mod_packed.cuh"
 #include "common/tile_range.hpp"
 #include "sm80/gemm_sm80.cuh"
@@ -27,7 +28,8 @@ namespace sm80 {
 // Q's packed rows into smem with 16-byte loads (each row has its own head and position, so no strided
 // tiled copy describes them); rows past the last packed row are zeros. Q is read once per block.
 template <class Traits, class Params, class TensorSQ>
-__device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const& coord, int row0, TensorSQ& sQ) {
+__device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const& coord, SeqInfo const& seq, int row0,
+                                              TensorSQ& sQ) {
   using Element = typename Traits::Element;
   constexpr int kVec = Traits::kGmemElemsPerVec;
   constexpr int kChunksPerRow = Traits::kHeadDim / kVec;
@@ -37,12 +39,42 @@ __device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const&
     const int col = (c % kChunksPerRow) * kVec;
     const int packed = row0 + r;
     uint4 value = {0u, 0u, 0u, 0u};
-    if (packed < p.layout.packed_rows) {
-      const int64_t offset = coord.batch * p.q.stride_batch + coord.head_q(packed) * p.q.stride_head +
-                             coord.position(packed) * p.q.stride_seq + col;
+    if (packed < coord.group * coord.seqlen_q) {
+      const int64_t offset = seq.q_offset(p.q, coord.batch, coord.head_q(packed), coord.position(packed)) + col;
       value = *reinterpret_cast<const uint4*>(q + offset);
     }
     *reinterpret_cast<uint4*>(&sQ(r, col)) = value;
+  }
+}
+
+// 16 bytes global -> shared, asynchronously; zeros instead when !valid (gmem is then not read).
+__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+
+// One K or V tile of a paged cache: every key row has its own page, so each 16-byte piece computes its
+// address (key j of the sequence: row j % page_size of page page_table[j / page_size]). Rows past the
+// sequence's keys are zero-filled and their pages never looked up.
+template <class Traits, class Params, class TensorS>
+__device__ __forceinline__ void load_paged_tile(Params const& p, TensorView const& view, int batch, int head_kv,
+                                                int n, int seqlen_kv, TensorS& dst) {
+  using Element = typename Traits::Element;
+  constexpr int kVec = Traits::kGmemElemsPerVec;
+  constexpr int kChunksPerRow = Traits::kHeadDim / kVec;
+  const Element* pool = static_cast<const Element*>(view.data);
+  const int* pages = p.seq.page_table + int64_t(batch) * p.seq.page_table_stride;
+  for (int c = threadIdx.x; c < Traits::kBlockN * kChunksPerRow; c += Traits::kNThreads) {
+    const int r = c / kChunksPerRow;
+    const int col = (c % kChunksPerRow) * kVec;
+    const int j = n * Traits::kBlockN + r;
+    const bool valid = j < seqlen_kv;
+    const Element* src = pool;
+    if (valid) {
+      const int64_t page = pages[j / p.seq.page_size];
+      src = pool + page * view.stride_batch + (j % p.seq.page_size) * view.stride_seq + head_kv * view.stride_head + col;
+    }
+    cp_async_16_zfill(&dst(r, col), src, valid);
   }
 }
 
@@ -51,7 +83,7 @@ __device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const&
 // Weights as in the combine: w = exp(lse_w - max) / sum_w exp(lse_w - max). Each warp writes its weighted
 // O to its own slice and the slices are summed in warp order, so the result is the same on every run.
 template <class Traits, class Params, class TensorO, class TensorC, int kNRows>
-__device__ __forceinline__ void store_partial(Params const& p, int split, int batch_head, int row0,
+__device__ __forceinline__ void store_partial(Params const& p, int split, int batch_head, int row0, int packed_rows,
                                               TensorO& acc_o_rc, TensorC const& coord_o, float (&lse)[kNRows],
                                               float* smem) {
   using namespace cute;
@@ -89,7 +121,7 @@ __device__ __forceinline__ void store_partial(Params const& p, int split, int ba
   }
   __syncthreads();
   // Rows of the tile inside the problem, as float4s: one 16-byte store per thread per step.
-  const int rows = min(kBlockM, p.layout.packed_rows - row0);
+  const int rows = min(kBlockM, packed_rows - row0);
   for (int i = threadIdx.x; i < rows * kHeadDim / 4; i += Traits::kNThreads) {
     const int row = i / (kHeadDim / 4), col = (i % (kHeadDim / 4)) * 4;
     float4 total = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -107,7 +139,7 @@ __device__ __forceinline__ void store_partial(Params const& p, int split, int ba
 #pragma unroll
     for (int r = 0; r < kNRows; ++r) {
       const int packed = row0 + get<0>(coord_o(r, 0));
-      if (get<1>(coord_o(r, 0)) == 0 && packed < p.layout.packed_rows) {
+      if (get<1>(coord_o(r, 0)) == 0 && packed < packed_rows) {
         p.lse_partial[p.layout.row(split, batch_head, packed)] = block_lse[r];
       }
     }
@@ -132,12 +164,16 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int head_kv = batch_head % p.heads_kv;
+  const int batch = batch_head / p.heads_kv;
   const int row0 = m_block * kBlockM;
-  const BlockCoord coord{batch_head / p.heads_kv, head_kv, head_kv * p.group_size, p.group_size, p.seqlen_q,
-                         p.seqlen_kv};
+  // Lengths per sequence: a variable-length batch sizes the grid from its longest one.
+  const SeqInfo seq = SeqInfo::of(p.seq, batch, p.seqlen_q, p.seqlen_kv);
+  const int packed_rows = p.group_size * seq.seqlen_q;
+  if (row0 >= packed_rows) return;  // the combine skips these rows too
+  const BlockCoord coord{batch, head_kv, head_kv * p.group_size, p.group_size, seq.seqlen_q, seq.seqlen_kv};
   const TileRange range =
-      Bias::kv_tiles(PositionSpan::of_packed_block(m_block, kBlockM, p.group_size, p.seqlen_q), kBlockN,
-                     p.seqlen_q, p.seqlen_kv)
+      Bias::kv_tiles(PositionSpan::of_packed_block(m_block, kBlockM, p.group_size, seq.seqlen_q), kBlockN,
+                     seq.seqlen_q, seq.seqlen_kv)
           .split(split, p.num_splits);
 
   extern __shared__ __align__(128) char smem[];
@@ -150,11 +186,11 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   // K/V tiles through a kStages-deep cp.async pipeline; rows past the sequence end are zero-filled.
   const Element* k_ptr = static_cast<const Element*>(p.k.data);
   const Element* v_ptr = static_cast<const Element*>(p.v.data);
-  Tensor gK = local_tile(head_matrix<kHeadDim>(k_ptr, coord.batch * p.k.stride_batch + head_kv * p.k.stride_head,
-                                               p.k.stride_seq, p.seqlen_kv),
+  Tensor gK = local_tile(head_matrix<kHeadDim>(k_ptr, seq.kv_offset(p.k, batch, head_kv), p.k.stride_seq,
+                                               seq.seqlen_kv),
                          Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
-  Tensor gV = local_tile(head_matrix<kHeadDim>(v_ptr, coord.batch * p.v.stride_batch + head_kv * p.v.stride_head,
-                                               p.v.stride_seq, p.seqlen_kv),
+  Tensor gV = local_tile(head_matrix<kHeadDim>(v_ptr, seq.kv_offset(p.v, batch, head_kv), p.v.stride_seq,
+                                               seq.seqlen_kv),
                          Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
   typename Traits::GmemTiledCopyKV g2s;
   auto g2s_thr = g2s.get_thread_slice(threadIdx.x);
@@ -163,9 +199,16 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   Tensor tKVc = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
   auto load_kv = [&](int n) {
     const int stage = n % kStages;
+    if (p.seq.page_table != nullptr) {
+      Tensor sK = make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{});
+      Tensor sV = make_tensor(make_smem_ptr(v_stage(stage)), typename Traits::SmemLayoutKV{});
+      load_paged_tile<Traits>(p, p.k, batch, head_kv, n, seq.seqlen_kv, sK);
+      load_paged_tile<Traits>(p, p.v, batch, head_kv, n, seq.seqlen_kv, sV);
+      return;
+    }
     Tensor tKsK = g2s_thr.partition_D(make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{}));
     Tensor tVsV = g2s_thr.partition_D(make_tensor(make_smem_ptr(v_stage(stage)), typename Traits::SmemLayoutKV{}));
-    const int rows_left = p.seqlen_kv - n * kBlockN;
+    const int rows_left = seq.seqlen_kv - n * kBlockN;
     if (rows_left >= kBlockN) {
       load_tile<true>(g2s, tKgK(_, _, _, n), tKsK, tKVc, rows_left);
       load_tile<true>(g2s, tVgV(_, _, _, n), tVsV, tKVc, rows_left);
@@ -179,7 +222,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     if (range.begin + i < range.end) load_kv(range.begin + i);
     cp_async_fence();  // one group per stage, empty or not, so the wait count below stays fixed
   }
-  load_packed_q<Traits>(p, coord, row0, sQ);
+  load_packed_q<Traits>(p, coord, seq, row0, sQ);
 
   typename Traits::WarpMma mma;
   auto thr_mma = mma.get_thread_slice(lane);
@@ -249,7 +292,8 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   softmax.finalize(acc_o_rc, p.softmax_c, lse);
   Tensor coord_o = acc_rowcol(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
   __syncthreads();  // every warp is done with the K/V stages, which the merge reuses
-  store_partial<Traits>(p, split, batch_head, row0, acc_o_rc, coord_o, lse, reinterpret_cast<float*>(smem_kv));
+  store_partial<Traits>(p, split, batch_head, row0, packed_rows, acc_o_rc, coord_o, lse,
+                        reinterpret_cast<float*>(smem_kv));
 }
 
 }  // namespace sm80

@@ -83,6 +83,7 @@ struct DecodeLaunch {
     params.o_partial = static_cast<float*>(workspace);
     params.lse_partial = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.layout.o_bytes());
     params.layout = plan.layout;
+    params.seq = SeqLayout::of(problem);
     params.heads_kv = problem.heads_kv;
     params.num_splits = plan.num_splits;
     const auto stream = static_cast<cudaStream_t>(problem.stream);
@@ -99,6 +100,7 @@ struct DecodeLaunch {
     CombineParams combine;
     combine.o = problem.o;
     combine.lse = problem.lse;
+    combine.seq = params.seq;
     combine.o_partial = params.o_partial;
     combine.lse_partial = params.lse_partial;
     combine.layout = plan.layout;
@@ -117,6 +119,9 @@ template <class Bias, DType kDType, int kHeadDim>
 Status DecodeSm80<Bias, kDType, kHeadDim>::can_implement(const AttentionProblem& problem, const BiasDesc&) {
   if (problem.dtype != kDType || problem.head_dim != kHeadDim) {
     return Status::error(StatusCode::kUnsupported, "decode_sm80: the problem's dtype or head dim is not the kernel's");
+  }
+  if (problem.is_varlen() && Bias::kKind == BiasKind::kDense) {
+    return Status::error(StatusCode::kUnsupported, "decode_sm80: a dense bias has no variable-length layout");
   }
   if (problem.seqlen_q > kSplitKvMaxSeqlenQ) {
     return Status::error(StatusCode::kUnsupported, "decode_sm80: seqlen_q " + std::to_string(problem.seqlen_q) +

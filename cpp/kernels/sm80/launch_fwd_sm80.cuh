@@ -52,6 +52,11 @@ Status FwdSm80<Bias, kDType, kHeadDim>::can_implement(const AttentionProblem& pr
   if (problem.dtype != kDType || problem.head_dim != kHeadDim) {
     return Status::error(StatusCode::kUnsupported, "fwd_sm80: the problem's dtype or head dim is not the kernel's");
   }
+  if (problem.is_varlen()) {
+    return Status::error(StatusCode::kUnsupported,
+                         "fwd_sm80: variable-length batches run on the split-KV decode kernels (seqlen_q <= " +
+                             std::to_string(kSplitKvMaxSeqlenQ) + ")");
+  }
   return check_rows_16b_aligned(problem);
 }
 

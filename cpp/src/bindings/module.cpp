@@ -20,8 +20,10 @@ namespace py = pybind11;
 namespace {
 
 // problem: dtype, batch, heads_q, heads_kv, seqlen_q, seqlen_kv, head_dim, then for q, k, v, o each
-// (data_ptr, stride_batch, stride_head, stride_seq), then lse_ptr (0 = none), stream and num_splits.
-constexpr size_t kProblemFields = 7 + 4 * 4 + 3;
+// (data_ptr, stride_batch, stride_head, stride_seq), then lse_ptr (0 = none), stream, num_splits, and the
+// variable-length batch (AttentionProblem; all 0 for a dense batch): cu_seqlens_q, cu_seqlens_kv,
+// seqused_kv and page_table pointers, page_table_stride, page_size.
+constexpr size_t kProblemFields = 7 + 4 * 4 + 3 + 6;
 // bias: kind, causal, slopes_ptr, slopes_stride_batch, slopes_stride_head,
 //       dense_ptr, dense_dtype, dense_stride_batch, dense_stride_head, dense_stride_q, dense_stride_kv
 constexpr size_t kBiasFields = 11;
@@ -53,6 +55,12 @@ sdpa::AttentionProblem make_problem(const std::vector<int64_t>& f, float scale) 
   p.lse = reinterpret_cast<float*>(f[23]);
   p.stream = reinterpret_cast<void*>(f[24]);
   p.num_splits = static_cast<int>(f[25]);
+  p.cu_seqlens_q = reinterpret_cast<const int*>(f[26]);
+  p.cu_seqlens_kv = reinterpret_cast<const int*>(f[27]);
+  p.seqused_kv = reinterpret_cast<const int*>(f[28]);
+  p.page_table = reinterpret_cast<const int*>(f[29]);
+  p.page_table_stride = static_cast<int>(f[30]);
+  p.page_size = static_cast<int>(f[31]);
   p.scale = scale;
   return p;
 }

@@ -1,9 +1,10 @@
 """``varlen_attn``: attention over packed variable-length sequences, optionally with a paged KV cache.
 
 The arguments mean what they mean in ``torch.nn.attention.varlen.varlen_attn`` (torch 2.13), plus
-sdpa_core's bias options. On a GPU, a batch whose sequences have at most 16 queries each (decode,
-speculative decoding) runs in one launch of libsdpa's split-KV decode kernels, packed or paged keys read
-in place. Anything else runs each sequence alone through ``scaled_dot_product_attention`` with its own
+sdpa_core's bias options. On a GPU, with ``ONE_LAUNCH`` set (off by default until its GPU suite passes in
+full), a batch whose sequences have at most 16 queries each (decode, speculative decoding) runs in one
+launch of libsdpa's split-KV decode kernels, packed or paged keys read in place. Anything else runs each
+sequence alone through ``scaled_dot_product_attention`` with its own
 bias object, so every device and dtype works; a varlen prefill kernel is the next step of issue 8.
 ``explain()`` describes ``scaled_dot_product_attention`` only.
 """
@@ -17,6 +18,11 @@ from .bias import AlibiBias, CausalBias
 from .errors import SdpaTypeError, SdpaValueError
 from .functional import scaled_dot_product_attention
 from .variants import CausalVariant, as_causal_variant
+
+# The one-launch path (libsdpa's split-KV decode kernels over the whole batch) is off by default: its GPU
+# suite (tests/python/test_varlen.py) ran ~90% of the way on the H200 with one failure that the device
+# budget ran out before identifying (issue 8's note). Set True to use it; the GPU tests turn it on.
+ONE_LAUNCH = False
 
 
 def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq_q: torch.Tensor,
@@ -192,7 +198,7 @@ def _fused(query, key, value, slopes, variant, scale: float, cu_seq_q, cu_seq_k,
     off CUDA, other dtypes, a gradient to compute, or a sequence with more than 16 queries (prefill: the
     per-sequence path below runs the prefill kernels)."""
     max_q = max((q_starts[b + 1] - q_starts[b] for b in range(len(q_starts) - 1)), default=0)
-    if (not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16) or max_q == 0 or max_k == 0
+    if (not ONE_LAUNCH or not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16) or max_q == 0 or max_k == 0
             or max_q > _kernels.SPLIT_KV_MAX_SEQLEN_Q or slopes is not None and slopes.requires_grad
             or torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))):
         return None

@@ -403,8 +403,10 @@ DECODE_LENGTHS = [(1, 0), (0, 5), (1, 1), (3, 70), (16, 100), (1, 300), (5, 3), 
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """Records whether each varlen_attn call ran libsdpa's one-launch path (and that it ran)."""
+    """Turns the one-launch path on (varlen.ONE_LAUNCH) and records whether each varlen_attn call ran it."""
     from sdpa_core import _kernels
+    from sdpa_core import varlen as varlen_module
+    monkeypatch.setattr(varlen_module, "ONE_LAUNCH", True)
     calls = []
     original = _kernels.try_forward_varlen
 

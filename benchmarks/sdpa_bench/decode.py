@@ -73,13 +73,17 @@ def _inputs(case: DecodeCase, device):
     return q, k, v, slopes
 
 
-def _ours(case, q, k, v, slopes, policy: str):
+def _our_bias(case, slopes):
+    """The case's request as an sdpa_core bias object (``slopes`` holds the key-padding mask for that case)."""
     if case.padding:
-        bias = sdpa_core.TensorBias(slopes)
-    elif slopes is not None:
-        bias = sdpa_core.AlibiBias(slopes, case.sq, case.skv, causal=sdpa_core.CausalVariant.LOWER_RIGHT)
-    else:
-        bias = sdpa_core.causal_lower_right(case.sq, case.skv)
+        return sdpa_core.TensorBias(slopes)
+    if slopes is not None:
+        return sdpa_core.AlibiBias(slopes, case.sq, case.skv, causal=sdpa_core.CausalVariant.LOWER_RIGHT)
+    return sdpa_core.causal_lower_right(case.sq, case.skv)
+
+
+def _ours(case, q, k, v, slopes, policy: str):
+    bias = _our_bias(case, slopes)
 
     def run():
         with sdpa_core.dispatch_policy(policy):
@@ -124,13 +128,7 @@ def run_case(case: DecodeCase, warmup_ms: float, rep_ms: float) -> dict:
     reference = CONTENDERS["sdpa_core (own)"](case, q, k, v, slopes)().float()
     row = {"case": case, "cells": {}, "explain": ""}
     with sdpa_core.dispatch_policy("own"):
-        if case.padding:
-            bias = sdpa_core.TensorBias(slopes)
-        elif slopes is not None:
-            bias = sdpa_core.AlibiBias(slopes, case.sq, case.skv, causal=sdpa_core.CausalVariant.LOWER_RIGHT)
-        else:
-            bias = sdpa_core.causal_lower_right(case.sq, case.skv)
-        row["explain"] = sdpa_core.explain(q, k, v, attn_mask=bias, enable_gqa=True)
+        row["explain"] = sdpa_core.explain(q, k, v, attn_mask=_our_bias(case, slopes), enable_gqa=True)
     for name, build in CONTENDERS.items():
         try:
             fn = build(case, q, k, v, slopes)

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "reference_varlen.hpp"
 #include "sdpa/sdpa.hpp"
 
 namespace sdpa {
@@ -220,6 +221,7 @@ void backprop_row(const BackwardProblem& problem, const RowSoftmax& softmax, int
 Status reference_forward(const AttentionProblem& problem, const BiasDesc& bias) {
   if (Status s = validate(problem, bias); !s.ok()) return s;
   if (Status s = check_reference_dtypes(problem, bias, "reference_forward"); !s.ok()) return s;
+  if (problem.is_varlen()) return reference_forward_varlen(problem, bias);
   for (int b = 0; b < problem.batch; ++b) {
     for (int h = 0; h < problem.heads_q; ++h) {
       for (int i = 0; i < problem.seqlen_q; ++i) {

@@ -53,7 +53,8 @@ Status backward(const BackwardProblem& problem, const BiasDesc& bias, void* work
 
 // The slow, obviously-correct oracle on host memory: q, k, v, o and a dense bias are fp32 (a mask is
 // DType::kBool), the arithmetic is fp64, and the bias formulas are evaluated directly, not through the
-// kernels' bias traits. problem.dtype must be kFloat32.
+// kernels' bias traits. problem.dtype must be kFloat32. A variable-length batch (is_varlen()) reads its
+// length and page arrays on the host too.
 Status reference_forward(const AttentionProblem& problem, const BiasDesc& bias);
 
 // The oracle of backward(), on host memory with the conventions of reference_forward(): fp32 tensors,

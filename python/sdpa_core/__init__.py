@@ -7,6 +7,7 @@ from .bias import (AlibiBias, AttnBias, CausalBias, TensorBias, alibi_slopes, ca
 from .errors import SdpaTypeError, SdpaValueError
 from .explain import explain
 from .functional import scaled_dot_product_attention
+from .kv_cache import kv_cache_append
 from .policy import dispatch_policy
 from .variants import CausalVariant
 from .varlen import varlen_attn
@@ -24,6 +25,7 @@ __all__ = [
     "alibi_slopes",
     "scaled_dot_product_attention",
     "varlen_attn",
+    "kv_cache_append",
     "explain",
     "dispatch_policy",
     "SdpaValueError",

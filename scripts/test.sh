@@ -41,6 +41,9 @@ echo "== C++ consumer of the installed package (find_package(sdpa))"
 cmake -S examples/cpp_consumer -B "$BUILD/example" -G Ninja -DCMAKE_PREFIX_PATH="$PWD/$BUILD/install" >/dev/null
 cmake --build "$BUILD/example"
 "$BUILD/example/demo"
+cmake -S examples/cpp_server -B "$BUILD/server" -G Ninja -DCMAKE_PREFIX_PATH="$PWD/$BUILD/install" >/dev/null
+cmake --build "$BUILD/server"
+"$BUILD/server/server"
 
 echo "== pytest"
 cd tests/python && "$PY" -m pytest -q -p no:cacheprovider .

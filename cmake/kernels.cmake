@@ -74,9 +74,13 @@ template struct ${_type};
 }  // namespace sdpa
 " @ONLY)
   set(${out_file} "${_file}" PARENT_SCOPE)
+  set(_describe "")
+  if(direction STREQUAL "decode")
+    set(_describe ", &${_type}::describe")
+  endif()
   set(${entries_var} "${${entries_var}}"
       "      {{${_enum}, 80, BiasId::k${bias}, ${dtype_enum}, ${hd}, ${_variant}}, \"${direction}_sm80\",\n"
-      "       &${_type}::can_implement, &${_type}::workspace_size, &${_type}::run},\n" PARENT_SCOPE)
+      "       &${_type}::can_implement, &${_type}::workspace_size, &${_type}::run${_describe}},\n" PARENT_SCOPE)
 endfunction()
 
 # sdpa_generate_kernels(<out_sources>): writes the kernel TUs and registry.cpp under the binary dir: a

@@ -97,8 +97,9 @@ BackwardSelection select_backward_kernel(const BackwardProblem& problem, const B
 
 // What the three public calls of each direction make of a selection.
 template <class Problem>
-KernelChoice choice_of(const SelectionFor<Problem>& selection) {
-  return {selection.status, selection.kernel ? kernel_name(*selection.kernel) : ""};
+KernelChoice choice_of(const SelectionFor<Problem>& selection, const Problem& problem, const BiasDesc& bias) {
+  const auto* k = selection.kernel;
+  return {selection.status, k ? kernel_name(*k) : "", k && k->describe ? k->describe(problem, bias) : ""};
 }
 
 template <class Problem>
@@ -125,7 +126,7 @@ std::vector<std::string> compiled_kernels() {
 }
 
 KernelChoice select_forward(const AttentionProblem& problem, const BiasDesc& bias) {
-  return choice_of(select_forward_kernel(problem, bias, true));
+  return choice_of(select_forward_kernel(problem, bias, true), problem, bias);
 }
 
 std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias) {
@@ -141,7 +142,7 @@ Status forward(const AttentionProblem& problem, const BiasDesc& bias) {
 }
 
 KernelChoice select_backward(const BackwardProblem& problem, const BiasDesc& bias) {
-  return choice_of(select_backward_kernel(problem, bias));
+  return choice_of(select_backward_kernel(problem, bias), problem, bias);
 }
 
 std::size_t backward_workspace_size(const BackwardProblem& problem, const BiasDesc& bias) {

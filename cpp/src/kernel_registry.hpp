@@ -64,6 +64,9 @@ template <class Problem>
 using WorkspaceSizeFnFor = std::size_t (*)(const Problem&, const BiasDesc&);
 template <class Problem>
 using RunFnFor = Status (*)(const Problem&, const BiasDesc&, void* workspace, std::size_t workspace_bytes);
+// What the kernel will do for this problem beyond its name (split count, packing, cache layout).
+template <class Problem>
+using DescribeFnFor = std::string (*)(const Problem&, const BiasDesc&);
 
 template <class Problem>
 struct KernelEntryFor {
@@ -72,6 +75,7 @@ struct KernelEntryFor {
   CanImplementFnFor<Problem> can_implement;
   WorkspaceSizeFnFor<Problem> workspace_size;
   RunFnFor<Problem> run;
+  DescribeFnFor<Problem> describe = nullptr;  // families with nothing to add leave it null
 };
 
 using KernelEntry = KernelEntryFor<AttentionProblem>;

@@ -193,6 +193,12 @@ def select(query, key, value, bias, scale: float) -> tuple[str, str]:
     return _C.select_forward(args, scale, bias_args(bias, query, key))
 
 
+def describe(query, key, value, bias, scale: float) -> str:
+    """What the forward kernel select() names does for these inputs beyond its name (libsdpa's split-KV
+    decode kernels: packing, split count, key layout, workspace), or "". Reads no tensor data."""
+    return _C.describe_forward(problem_args(query, key, value, query), scale, bias_args(bias, query, key))
+
+
 def _select_grads(query, key, value, bias_grad: bool) -> list[int]:
     """grad_args() as the backward will pass them: the output's gradient and dq laid out like the query, dk
     and dv like key and value, and (``bias_grad``) the bias gradient as empty_bias_grad() allocates it."""

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from . import _dispatch, _nd, _validate, policy
+from . import _dispatch, _kernels, _nd, _validate, policy
 from ._kernel_bias import KernelBias
 from .bias import TensorBias, _BuiltinBias
 from .functional import resolve_mask
@@ -63,7 +63,11 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
     if q.dim() != query.dim():
         notes.append(f"{query.dim()}-D inputs run as 4-D {tuple(q.shape)}")
     plan = _dispatch.plan(q, k, v, bias, scale, dropout_p)
-    return _render(described, notes, plan.path, plan.reasons, plan.backward)
+    reasons = list(plan.reasons)
+    if plan.path.startswith("fused:decode_sm80"):  # the one family whose kernels say more than their name
+        details = _kernels.describe(q, k, v, bias, _dispatch.default_scale(q, scale))
+        reasons += [details] if details else []
+    return _render(described, notes, plan.path, reasons, plan.backward)
 
 
 def _torch_backward(query, key, value, attn_bias) -> str:

@@ -110,6 +110,7 @@ struct ForwardRun {
   std::vector<float> got_lse;
   double v_scale = 1.0;
   std::string kernel;
+  std::string details;  // select_forward()'s account of what the kernel does
   std::string skip;  // why the case cannot run in this build, when it cannot
 };
 
@@ -144,6 +145,7 @@ bool run_case(const Case& c, int num_splits, bool with_workspace, ForwardRun& ru
   EXPECT_TRUE(choice.status.ok()) << sdpa::status_code_name(choice.status.code) << ": " << choice.status.message;
   if (!choice.status.ok()) return false;
   run.kernel = choice.kernel;
+  run.details = choice.details;
 
   // The workspace too starts as NaN: a partial result the combine reads but no block wrote shows.
   const size_t workspace_bytes = with_workspace ? sdpa::forward_workspace_size(problem, bias.device) : 0;
@@ -217,6 +219,9 @@ TEST_P(DecodeSplits, MatchReference) {
     return;
   }
   EXPECT_EQ(run.kernel.rfind("decode_sm80", 0), 0u) << run.kernel;
+  // The forced count, capped at one key tile per part (2000 keys: 32 tiles of 64).
+  const std::string parts = "key range in " + std::to_string(std::min(GetParam(), 32)) + " parts (num_splits";
+  EXPECT_NE(run.details.find(parts), std::string::npos) << run.details;
   compare(c, run.expected_o, run.expected_lse, run.got_o, run.got_lse, run.v_scale);
 }
 

@@ -145,7 +145,8 @@ def test_decode_shaped_calls_run_the_split_kv_kernel_under_auto(mask):
     bias = {"none": None, "lower_right": sdpa_core.causal_lower_right(3, 4096),
             "alibi": sdpa_core.AlibiBias(slopes, 3, 4096, causal=sdpa_core.CausalVariant.LOWER_RIGHT)}[mask]
     with sdpa_core.dispatch_policy("auto"):
-        assert "decode_sm80" in sdpa_core.explain(q, k, v, attn_mask=bias, enable_gqa=True)
+        text = sdpa_core.explain(q, k, v, attn_mask=bias, enable_gqa=True)
+        assert "decode_sm80" in text and "4 query heads per kv head packed with 3 queries into 12 rows" in text, text
         out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
     kwargs = {"none": {}, "lower_right": {"causal": "lower_right"},
               "alibi": {"causal": "lower_right", "slopes": slopes}}[mask]

@@ -26,7 +26,9 @@ Status validate(const AttentionProblem& problem, const BiasDesc& bias);
 // Which fused kernel forward() with a workspace would run. When none would, `kernel` is empty and `status` says why.
 struct KernelChoice {
   Status status;
-  std::string kernel;  // e.g. "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd128>"
+  std::string kernel;   // e.g. "fwd_sm80<AlibiCausalUpperLeft, bfloat16, hd128>"
+  std::string details;  // what that kernel does for this problem where its family says more than its name
+                        // (the split-KV decode kernels: packing, split count, key layout); else empty
 };
 KernelChoice select_forward(const AttentionProblem& problem, const BiasDesc& bias);
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "sdpa/bias.hpp"
 #include "sdpa/problem.hpp"
@@ -21,6 +22,8 @@ struct DecodeSm80 {
   // Two launches on problem.stream (the split kernel, then the combine); no allocation, no synchronization.
   static Status run(const AttentionProblem& problem, const BiasDesc& bias, void* workspace,
                     std::size_t workspace_bytes);
+  // For explain(): the packing, the split count and why, the key layout, the workspace.
+  static std::string describe(const AttentionProblem& problem, const BiasDesc& bias);
 };
 
 }  // namespace sdpa

@@ -137,6 +137,22 @@ std::size_t DecodeSm80<Bias, kDType, kHeadDim>::workspace_size(const AttentionPr
 }
 
 template <class Bias, DType kDType, int kHeadDim>
+std::string DecodeSm80<Bias, kDType, kHeadDim>::describe(const AttentionProblem& problem, const BiasDesc&) {
+  using Traits = KernelTraitsDecodeSm80<typename CuteElement<kDType>::type, kHeadDim>;
+  const sm80::DecodePlan plan = sm80::DecodeLaunch<Traits, Bias>::plan(problem);
+  const std::string keys = problem.page_table != nullptr ? "paged (page_size " + std::to_string(problem.page_size) + ")"
+                           : problem.is_varlen()         ? "packed, variable length"
+                                                         : "dense (B, H, S, D)";
+  const std::string why = problem.num_splits > 0 ? "num_splits " + std::to_string(problem.num_splits)
+                                                 : "one wave on " + std::to_string(current_sm_count()) + " SMs";
+  return "split-KV decode: " + std::to_string(problem.group_size()) + " query heads per kv head packed with " +
+         std::to_string(problem.seqlen_q) + " queries into " + std::to_string(plan.layout.packed_rows) +
+         " rows per (batch, kv head), " + std::to_string(plan.m_blocks) + " tiles of " +
+         std::to_string(Traits::kBlockM) + "; key range in " + std::to_string(plan.num_splits) + " parts (" + why +
+         "); keys " + keys + "; workspace " + std::to_string(plan.layout.bytes()) + " bytes";
+}
+
+template <class Bias, DType kDType, int kHeadDim>
 Status DecodeSm80<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void* workspace,
                                                std::size_t) {
   using Traits = KernelTraitsDecodeSm80<typename CuteElement<kDType>::type, kHeadDim>;

@@ -120,6 +120,11 @@ py::tuple select_forward(const std::vector<int64_t>& problem, float scale, const
   return py::make_tuple(choice.kernel, choice.status.message);
 }
 
+// What the chosen forward kernel does for this problem beyond its name ("" when its family says nothing).
+std::string describe_forward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
+  return sdpa::select_forward(make_problem(problem, scale), make_bias(bias)).details;
+}
+
 // The backward of a forward() call; the workspace (backward_workspace_size() bytes) belongs to the caller.
 std::string backward(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias,
                      const std::vector<int64_t>& grads, bool deterministic, int64_t workspace_ptr,
@@ -149,6 +154,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("forward", &forward, "Run the fused forward kernel; returns \"\" or the reason none fits");
   m.def("forward_workspace_size", &forward_workspace_size,
         "Bytes of device workspace the forward kernel needs (0 when none would run or it needs none)");
+  m.def("describe_forward", &describe_forward,
+        "What the chosen forward kernel does for these inputs beyond its name (split count, packing, layout)");
   m.def("select_forward", &select_forward, "Name the fused kernel forward would run, or the reason none would");
   m.def("backward", &backward, "Run the fused backward kernel; returns \"\" or the reason none fits");
   m.def("select_backward", &select_backward,

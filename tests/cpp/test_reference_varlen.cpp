@@ -152,3 +152,52 @@ INSTANTIATE_TEST_SUITE_P(Keys, ReferenceVarlen, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "paged" : "packed"; });
 
 }  // namespace
+
+namespace {
+
+// validate()'s variable-length rules, each broken alone: the message names the field to fix.
+TEST(ValidateVarlen, EachBrokenRuleNamesItsField) {
+  std::vector<float> data(64, 0.0f);
+  std::vector<int> cu = {0, 1}, used = {1}, table = {0};
+  sdpa::AttentionProblem base;
+  base.dtype = sdpa::DType::kFloat32;
+  base.batch = base.heads_q = base.heads_kv = base.seqlen_q = base.seqlen_kv = 1;
+  base.head_dim = 8;
+  base.q = base.k = base.v = base.o = {data.data(), 0, 8, 8};
+  base.cu_seqlens_q = cu.data();
+  base.cu_seqlens_kv = cu.data();
+  ASSERT_TRUE(sdpa::validate(base, {}).ok());
+
+  struct Broken {
+    const char* field;
+    void (*apply)(sdpa::AttentionProblem&);
+  };
+  const Broken cases[] = {
+      {"cu_seqlens_kv", [](sdpa::AttentionProblem& p) { p.cu_seqlens_kv = nullptr; }},
+      {"page_size", [](sdpa::AttentionProblem& p) { p.page_table = p.cu_seqlens_q; }},
+      {"cu_seqlens_q", [](sdpa::AttentionProblem& p) { p.cu_seqlens_q = nullptr; }},
+  };
+  for (const Broken& broken : cases) {
+    sdpa::AttentionProblem p = base;
+    broken.apply(p);
+    const sdpa::Status s = sdpa::validate(p, {});
+    EXPECT_EQ(s.code, sdpa::StatusCode::kInvalidArgument) << broken.field;
+    EXPECT_NE(s.message.find(broken.field), std::string::npos) << s.message;
+  }
+  // A paged cache needs the sequences' key lengths from seqused_kv or cu_seqlens_kv.
+  sdpa::AttentionProblem paged = base;
+  paged.cu_seqlens_kv = nullptr;
+  paged.page_table = table.data();
+  paged.page_size = 16;
+  EXPECT_NE(sdpa::validate(paged, {}).message.find("seqused_kv"), std::string::npos);
+  paged.seqused_kv = used.data();
+  EXPECT_TRUE(sdpa::validate(paged, {}).ok());
+  // The backward takes dense batches only.
+  sdpa::BackwardProblem backward;
+  backward.forward = base;
+  backward.forward.lse = data.data();
+  backward.grad_o = backward.grad_q = backward.grad_k = backward.grad_v = base.q;
+  EXPECT_NE(sdpa::validate_backward(backward, {}).message.find("variable-length"), std::string::npos);
+}
+
+}  // namespace

@@ -61,8 +61,8 @@ def _covers(device_index, dtype, head_dim: int, kind: int, causal: int, has_slop
     128 queries and keys, contiguous and aligned (scale 1: no kernel refuses a scale)."""
     view = [_ALIGNED, _SEQ * head_dim, _SEQ * head_dim, head_dim]
     codes = _kernels._DTYPE_CODES
-    problem = [codes.get(dtype, _C.DTYPE_FLOAT32), 1, 1, 1, _SEQ, _SEQ, head_dim, *view * 4, _ALIGNED, 0, 0,
-               *_kernels._DENSE_BATCH]
+    problem = _kernels.problem_fields(codes.get(dtype, _C.DTYPE_FLOAT32), (1, 1, 1, _SEQ, _SEQ, head_dim), [view] * 4,
+                                      lse_ptr=_ALIGNED)
     slopes = [_ALIGNED, 0, 1] if has_slopes else [0, 0, 0]
     dense = [0, _C.DTYPE_BOOL, 0, 0, 0, 0] if dense_dtype is None else [_ALIGNED, codes[dense_dtype], 0, 0, 0, 1]
     fields = [kind, causal, *slopes, *dense]

@@ -40,17 +40,29 @@ def _current_stream(device: torch.device) -> int:
     return torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
 
 
+def problem_fields(dtype_code: int, shape: tuple[int, int, int, int, int, int], views, lse_ptr: int = 0,
+                   stream: int = 0, num_splits: int = 0, varlen=(0, 0, 0, 0, 0, 0)) -> list[int]:
+    """The binding's problem layout, the one place it is spelled out: dtype; (batch, heads_q, heads_kv,
+    seqlen_q, seqlen_kv, head_dim); four (data_ptr, stride_batch, stride_head, stride_seq) views for q, k, v,
+    o; lse pointer, stream, split count (0: libsdpa chooses; 1: no split); and the variable-length fields
+    (cu_seqlens_q, cu_seqlens_kv, seqused_kv and page_table pointers, page_table_stride, page_size)."""
+    q, k, v, o = views
+    return [dtype_code, *shape, *q, *k, *v, *o, lse_ptr, stream, num_splits, *varlen]
+
+
+def _bhsd(t: torch.Tensor) -> list[int]:
+    """A (B, H, S, D) operand's view fields."""
+    stride = t.stride()
+    return [t.data_ptr(), stride[0], stride[1], stride[2]]
+
+
 def problem_args(query, key, value, out, lse: torch.Tensor | None = None, num_splits: int = 0) -> list[int]:
-    """``num_splits``: the split-KV decode kernels' split count (0: libsdpa chooses; 1: no split)."""
+    """problem_fields() for (B, H, S, D) tensors."""
     batch, heads_q, seq_len_q, head_dim = query.shape
-    qs, ks, vs, os_ = query.stride(), key.stride(), value.stride(), out.stride()
-    return [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), batch, heads_q, key.shape[1], seq_len_q, key.shape[2],
-            head_dim, query.data_ptr(), qs[0], qs[1], qs[2], key.data_ptr(), ks[0], ks[1], ks[2],
-            value.data_ptr(), vs[0], vs[1], vs[2], out.data_ptr(), os_[0], os_[1], os_[2],
-            0 if lse is None else lse.data_ptr(), _current_stream(query.device), num_splits, *_DENSE_BATCH]
-
-
-_DENSE_BATCH = (0, 0, 0, 0, 0, 0)  # problem_args()'s varlen fields for a (B, H, S, D) batch
+    return problem_fields(_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32),
+                          (batch, heads_q, key.shape[1], seq_len_q, key.shape[2], head_dim),
+                          [_bhsd(t) for t in (query, key, value, out)], 0 if lse is None else lse.data_ptr(),
+                          _current_stream(query.device), num_splits)
 
 
 def bias_args(bias, query, key) -> list[int]:
@@ -143,9 +155,10 @@ def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k
     else:
         kv, pages = tokens, [0, 0, 0]
     ptr = lambda t: 0 if t is None else t.data_ptr()
-    problem = [_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), cu_seq_q.shape[0] - 1, query.shape[1], key.shape[-2],
-               max_q, max_k, query.shape[2], *tokens(query), *kv(key), *kv(value), *tokens(out), ptr(lse),
-               _current_stream(query.device), num_splits, cu_seq_q.data_ptr(), ptr(cu_seq_k), ptr(seqused_k), *pages]
+    shape = (cu_seq_q.shape[0] - 1, query.shape[1], key.shape[-2], max_q, max_k, query.shape[2])
+    problem = problem_fields(_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), shape,
+                             [tokens(query), kv(key), kv(value), tokens(out)], ptr(lse), _current_stream(query.device),
+                             num_splits, (cu_seq_q.data_ptr(), ptr(cu_seq_k), ptr(seqused_k), *pages))
     slopes = [0, 0, 0] if bias.slopes is None else [bias.slopes.data_ptr(), 0, bias.slopes.stride(0)]
     fields = [int(bias.kind), int(bias.causal or 0), *slopes, 0, _C.DTYPE_BOOL, 0, 0, 0, 0]
     return _launch(problem, fields, scale, query.device, True)

@@ -58,10 +58,15 @@ def torch_is_faster(query, bias, training: bool = False) -> str:
         # torch falls back to its memory-efficient backend (~105 TFLOP/s, H200), slower than the fused
         # backward with the bias gradient (expected ~160+). So learned biases go fused, causal or not.
         return ""
-    decode = query.shape[2] <= _kernels.SPLIT_KV_MAX_SEQLEN_Q and not training
-    if kind == 2 and causal == 0 and device_info(query.device)[0] == 9 and not decode:
+    if kind == 2 and causal == 0 and device_info(query.device)[0] == 9 and not _decode_shaped(query, training):
         return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
     return ""
+
+
+def _decode_shaped(query, training: bool) -> bool:
+    """An inference call with few enough query rows for libsdpa's split-KV decode kernels, which beat torch's
+    (the measurements in the module docstring); training calls follow the prefill rules."""
+    return query.shape[2] <= _kernels.SPLIT_KV_MAX_SEQLEN_Q and not training
 
 
 def _trains_the_bias(bias) -> bool:
@@ -74,8 +79,7 @@ def _unbiased_reason(query, causal: int, training: bool = False) -> str:
     """The rule for calls without an additive bias (``causal``: 0 none, 1 upper-left, 2 lower-right;
     ``training``: the backward's speed counts too), shared by the dispatcher and the no-mask hot path."""
     major, _ = device_info(query.device)
-    decode = query.shape[2] <= _kernels.SPLIT_KV_MAX_SEQLEN_Q and not training
-    if causal in (0, 1) and major == 9 and not decode:
+    if causal in (0, 1) and major == 9 and not _decode_shaped(query, training):
         return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
     if training and causal == 2 and major == 9:
         # fwd+bwd, H200, 2026-11-26, d128 Sq2k/Skv8k: torch's FlashAttention-2 302 TFLOP/s, ours 236 (the sm80

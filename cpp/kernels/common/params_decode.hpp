@@ -16,7 +16,6 @@ struct DecodeParams : FwdParams<BiasParams> {
   SplitKvLayout layout;
   SeqLayout seq;  // variable-length batches and paged keys (SeqInfo); null pointers: the dense layout
   int heads_kv = 0;
-  int num_splits = 1;
 };
 
 }  // namespace sdpa

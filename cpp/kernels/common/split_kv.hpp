@@ -19,7 +19,7 @@ namespace sdpa {
 // (partials, B * Hkv, packed rows), fp32, every row contiguous. Packed row r of (b, kv head) is position
 // r / group of query head kv_head * group + r % group.
 struct SplitKvLayout {
-  int partials = 0;     // num_splits
+  int partials = 0;     // the split count: one partial result per split and row
   int batch_heads = 0;  // B * Hkv
   int packed_rows = 0;  // group * Sq
   int head_dim = 0;

@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   const TileRange range =
       Bias::kv_tiles(PositionSpan::of_packed_block(m_block, kBlockM, p.group_size, seq.seqlen_q), kBlockN,
                      seq.seqlen_q, seq.seqlen_kv)
-          .split(split, p.num_splits);
+          .split(split, p.layout.partials);
 
   extern __shared__ __align__(128) char smem[];
   Element* smem_q = reinterpret_cast<Element*>(smem);

@@ -33,8 +33,8 @@ struct KernelTraitsDecodeSm80 {
   // Q stays in registers across the key loop where the O accumulator leaves room for it.
   static constexpr bool kQInRegisters = kHeadDim <= 128;
 
-  // The prefill kernel's smem atoms, ldmatrix and cp.async copies (a 128-row config: only its K/V tile
-  // shape and thread count matter here).
+  // The prefill kernel's smem atoms, ldmatrix and cp.async copies (a 64-row config of 4 warps: only its
+  // K/V tile shape and thread count matter here).
   struct PrefillConfig {
     static constexpr int kBlockM = 64, kBlockN = KernelTraitsDecodeSm80::kBlockN, kNWarps = 4;
   };

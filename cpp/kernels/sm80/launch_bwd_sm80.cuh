@@ -11,6 +11,7 @@
 #include "bias/bias_trait.cuh"
 #include "common/params.hpp"
 #include "common/params_bwd.hpp"
+#include "common/launch_checks.hpp"
 #include "common/problem_checks.hpp"
 #include "sm80/bwd_sm80.hpp"
 #include "sm80/cute_element.hpp"
@@ -21,21 +22,7 @@
 namespace sdpa {
 namespace sm80 {
 
-inline Status launch_status(const char* what) {
-  cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return Status::success();
-  return Status::error(StatusCode::kCudaError, std::string("launch_bwd_sm80: ") + what + ": " + cudaGetErrorString(err));
-}
-
-template <class Kernel>
-Status allow_smem(Kernel kernel, int bytes) {
-  if (bytes <= 48 * 1024) return Status::success();
-  // Per-function attribute, cheap to set again; done every call so no static state needs a lock.
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (err == cudaSuccess) return Status::success();
-  return Status::error(StatusCode::kCudaError,
-                       std::string("launch_bwd_sm80: cudaFuncSetAttribute: ") + cudaGetErrorString(err));
-}
+constexpr const char* kBwdFamily = "launch_bwd_sm80";
 
 template <class Traits, class Bias, BiasForm kForm>
 Status launch_bwd_kernels(const BackwardProblem& problem, const BwdParams<typename Bias::Params>& params) {
@@ -48,31 +35,31 @@ Status launch_bwd_kernels(const BackwardProblem& problem, const BwdParams<typena
 
   flash_bwd_preprocess_sm80<Element, Traits::kHeadDim, Params>
       <<<dim3(params.seqlen_q_padded / Rows::kRows, fwd.heads_q, fwd.batch), Rows::kThreads, 0, stream>>>(params);
-  if (Status s = launch_status("preprocess"); !s.ok()) return s;
+  if (Status s = launch_status(kBwdFamily, "preprocess"); !s.ok()) return s;
 
   const int n_blocks = (fwd.seqlen_kv + Traits::kBlockN - 1) / Traits::kBlockN;
   const dim3 dkdv_grid(n_blocks, fwd.heads_kv, fwd.batch);
   if (!problem.deterministic) {
     auto kernel = flash_bwd_dkdv_kernel_sm80<Traits, Bias, kForm, true>;
-    if (Status s = allow_smem(kernel, Traits::kSmemBytes); !s.ok()) return s;
+    if (Status s = allow_smem(kernel, Traits::kSmemBytes, kBwdFamily); !s.ok()) return s;
     kernel<<<dkdv_grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(params);
-    if (Status s = launch_status("dkdv"); !s.ok()) return s;
+    if (Status s = launch_status(kBwdFamily, "dkdv"); !s.ok()) return s;
     flash_bwd_convert_dq_sm80<Element, Traits::kHeadDim, Params>
         <<<dim3((fwd.seqlen_q + Rows::kRows - 1) / Rows::kRows, fwd.heads_q, fwd.batch), Rows::kThreads, 0,
            stream>>>(params);
-    return launch_status("convert_dq");
+    return launch_status(kBwdFamily, "convert_dq");
   }
   // Deterministic: no atomics anywhere; dQ is summed over key tiles in order by its own kernel.
   auto dkdv = flash_bwd_dkdv_kernel_sm80<Traits, Bias, kForm, false>;
-  if (Status s = allow_smem(dkdv, Traits::kSmemBytes); !s.ok()) return s;
+  if (Status s = allow_smem(dkdv, Traits::kSmemBytes, kBwdFamily); !s.ok()) return s;
   dkdv<<<dkdv_grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(params);
-  if (Status s = launch_status("dkdv"); !s.ok()) return s;
+  if (Status s = launch_status(kBwdFamily, "dkdv"); !s.ok()) return s;
   auto dq = flash_bwd_dq_kernel_sm80<Traits, Bias, kForm>;
   constexpr int kDqSmem = bwd_dq_smem_bytes<Traits>();
-  if (Status s = allow_smem(dq, kDqSmem); !s.ok()) return s;
+  if (Status s = allow_smem(dq, kDqSmem, kBwdFamily); !s.ok()) return s;
   dq<<<dim3(params.seqlen_q_padded / Traits::kBlockM, fwd.heads_q, fwd.batch), Traits::kNThreads, kDqSmem, stream>>>(
       params);
-  return launch_status("dq");
+  return launch_status(kBwdFamily, "dq");
 }
 
 template <DType kDType, int kHeadDim>

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "bias/bias_trait.cuh"
+#include "common/launch_checks.hpp"
 #include "common/params_decode.hpp"
 #include "common/problem_checks.hpp"
 #include "common/split_combine.cuh"
@@ -26,16 +27,12 @@ namespace sdpa {
 
 namespace sm80 {
 
-inline Status cuda_status(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return Status::success();
-  return Status::error(StatusCode::kCudaError, std::string("decode_sm80: ") + what + ": " + cudaGetErrorString(err));
-}
+constexpr const char* kDecodeFamily = "decode_sm80";
 
 // What one launch does: blocks of packed rows, the split count, and the workspace that follows from them.
 struct DecodePlan {
   int m_blocks = 0;
-  int num_splits = 1;
-  SplitKvLayout layout;
+  SplitKvLayout layout;  // layout.partials is the split count
 };
 
 template <class Traits, class Bias>
@@ -69,9 +66,8 @@ struct DecodeLaunch {
     const TileRange all = Bias::kv_tiles(PositionSpan{0, problem.seqlen_q - 1}, Traits::kBlockN, problem.seqlen_q,
                                          problem.seqlen_kv);
     const int slots = current_sm_count() * blocks_per_sm();
-    plan.num_splits =
-        choose_num_splits(plan.m_blocks * batch_heads, all.end - all.begin, slots, problem.num_splits);
-    plan.layout = {plan.num_splits, batch_heads, packed_rows, Traits::kHeadDim};
+    const int splits = choose_num_splits(plan.m_blocks * batch_heads, all.end - all.begin, slots, problem.num_splits);
+    plan.layout = {splits, batch_heads, packed_rows, Traits::kHeadDim};
     return plan;
   }
 
@@ -85,17 +81,12 @@ struct DecodeLaunch {
     params.layout = plan.layout;
     params.seq = SeqLayout::of(problem);
     params.heads_kv = problem.heads_kv;
-    params.num_splits = plan.num_splits;
     const auto stream = static_cast<cudaStream_t>(problem.stream);
 
-    if (Status s = cuda_status(cudaFuncSetAttribute(kernel(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-                               "cudaFuncSetAttribute");
-        !s.ok()) {
-      return s;
-    }
-    kernel()<<<dim3(plan.layout.batch_heads, plan.m_blocks, plan.num_splits), Traits::kNThreads, kSmem, stream>>>(
+    if (Status s = allow_smem(kernel(), kSmem, kDecodeFamily); !s.ok()) return s;
+    kernel()<<<dim3(plan.layout.batch_heads, plan.m_blocks, plan.layout.partials), Traits::kNThreads, kSmem, stream>>>(
         params);
-    if (Status s = cuda_status(cudaGetLastError(), "split kernel"); !s.ok()) return s;
+    if (Status s = launch_status(kDecodeFamily, "split kernel"); !s.ok()) return s;
 
     CombineParams combine;
     combine.o = problem.o;
@@ -109,7 +100,7 @@ struct DecodeLaunch {
     combine.seqlen_q = problem.seqlen_q;
     const dim3 grid(plan.layout.batch_heads, plan.layout.packed_rows);
     split_kv_combine_kernel<typename Traits::Element, Traits::kHeadDim><<<grid, kCombineWarps * 32, 0, stream>>>(combine);
-    return cuda_status(cudaGetLastError(), "combine kernel");
+    return launch_status(kDecodeFamily, "combine kernel");
   }
 };
 
@@ -148,7 +139,7 @@ std::string DecodeSm80<Bias, kDType, kHeadDim>::describe(const AttentionProblem&
   return "split-KV decode: " + std::to_string(problem.group_size()) + " query heads per kv head packed with " +
          std::to_string(problem.seqlen_q) + " queries into " + std::to_string(plan.layout.packed_rows) +
          " rows per (batch, kv head), " + std::to_string(plan.m_blocks) + " tiles of " +
-         std::to_string(Traits::kBlockM) + "; key range in " + std::to_string(plan.num_splits) + " parts (" + why +
+         std::to_string(Traits::kBlockM) + "; key range in " + std::to_string(plan.layout.partials) + " parts (" + why +
          "); keys " + keys + "; workspace " + std::to_string(plan.layout.bytes()) + " bytes";
 }
 

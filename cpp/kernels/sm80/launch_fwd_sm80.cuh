@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "bias/bias_trait.cuh"
+#include "common/launch_checks.hpp"
 #include "common/params.hpp"
 #include "common/problem_checks.hpp"
 #include "common/score_mod.cuh"
@@ -28,21 +29,10 @@ Status launch_fwd_kernel(const AttentionProblem& problem, const FwdParams<typena
   auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kForm>;
   constexpr int kSmem = Traits::kSmemBytes +
       ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
-  if (kSmem > 48 * 1024) {
-    // Per-function attribute, cheap to set again; done every call so no static state needs a lock.
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-    if (err != cudaSuccess) {
-      return Status::error(StatusCode::kCudaError,
-                           std::string("launch_fwd_sm80: cudaFuncSetAttribute: ") + cudaGetErrorString(err));
-    }
-  }
+  if (Status s = allow_smem(kernel, kSmem, "launch_fwd_sm80"); !s.ok()) return s;
   const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
   kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(params);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    return Status::error(StatusCode::kCudaError, std::string("launch_fwd_sm80: ") + cudaGetErrorString(err));
-  }
-  return Status::success();
+  return launch_status("launch_fwd_sm80", "kernel");
 }
 
 }  // namespace sm80

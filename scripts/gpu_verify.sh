@@ -69,8 +69,13 @@ sanitize() {  # one configuration per bias keeps the sanitizers to minutes
   local bin=$PREBUILT/tests/cpp/test_forward_gpu
   local filter=${SDPA_SANITIZE_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*:*_bf16_hd128_b1h6x2_q5_kv3_bshd*:*_bf16_hd128_b2h8x2_q1_kv1000_bshd*}
   local bwd=$PREBUILT/tests/cpp/test_backward_gpu bwd_filter=${SDPA_SANITIZE_BWD_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*}
+  # variable-length batches: prefill and decode kernels on paged and packed keys, every bias
+  local varlen=$PREBUILT/tests/cpp/test_varlen_gpu
+  local varlen_filter=${SDPA_SANITIZE_VARLEN_FILTER:-*_bf16_hd128_prefill_page16*:*_bf16_hd128_decode_packed*:*_bf16_hd64_chunked_page64*}
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 || return 1
+    [ ! -x "$varlen" ] || compute-sanitizer --tool $tool --error-exitcode 1 "$varlen" --gtest_filter="$varlen_filter" \
+      --gtest_brief=1 || return 1
     # the backward: its dK/dV, dQ-atomic, deterministic dQ and row kernels, one config per bias
     [ ! -x "$bwd" ] || compute-sanitizer --tool $tool --error-exitcode 1 "$bwd" --gtest_filter="$bwd_filter" \
       --gtest_brief=1 || return 1
@@ -99,8 +104,10 @@ run_step pytest "pytest (GPU tests included)" "$PY" -m pytest "${XDIST[@]}" -v -
 # benchmarks/sdpa_bench runs from the repo root (here) against the installed package (budget: ~6 min on an H100)
 run_step bench "benchmark" "$PY" -m benchmarks.sdpa_bench --md "$OUT/bench.md" --png "$OUT/bench.png"
 run_step bench "decode benchmark" "$PY" -m benchmarks.sdpa_bench.decode --md "$OUT/decode.md"
+run_step bench "serving layouts benchmark" "$PY" -m benchmarks.sdpa_bench.varlen --md "$OUT/varlen.md"
 
 cat "$SUMMARY"
 [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
 [ -f "$OUT/decode.md" ] && cat "$OUT/decode.md"
+[ -f "$OUT/varlen.md" ] && cat "$OUT/varlen.md"
 exit $failures

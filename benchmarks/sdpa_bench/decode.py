@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rep-ms", type=float, default=100.0)
     args = parser.parse_args(argv)
     rows = [run_case(case, args.warmup_ms, args.rep_ms) for case in CASES]
-    text = report(rows) + paged_rows(args.warmup_ms, args.rep_ms)
+    text = report(rows)
     print(text)
     if args.md:
         with open(args.md, "w") as f:
@@ -193,45 +193,3 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def paged_rows(warmup_ms: float, rep_ms: float) -> str:
-    """B=8, Sq=1, Skv=8k lower-right through libsdpa's one-launch varlen path: packed keys, and a page pool
-    of page_size 16 and 64 with shuffled pages, next to the dense (B, H, S, D) call. The kernel path is
-    timed directly (sdpa_core._kernels.try_forward_varlen): varlen_attn's argument checks read the lengths
-    on the host, which a server that built the tables itself skips."""
-    from sdpa_core import _kernels
-    from sdpa_core._kernel_bias import KernelBias
-
-    case = DecodeCase(8, 1, 8192)
-    q, k, v, _ = _inputs(case, "cuda")
-    dense = _ours(case, q, k, v, None, "own")
-    bias = KernelBias.causal_only(sdpa_core.CausalVariant.LOWER_RIGHT)
-    scale = case.d ** -0.5
-    tq = q.transpose(1, 2).reshape(case.batch * case.sq, case.heads_q, case.d)
-    cu_q = torch.arange(0, case.batch + 1, device="cuda", dtype=torch.int32) * case.sq
-    cu_k = torch.arange(0, case.batch + 1, device="cuda", dtype=torch.int32) * case.skv
-    packed_k, packed_v = (t.transpose(1, 2).reshape(-1, case.heads_kv, case.d).contiguous() for t in (k, v))
-    out = torch.empty_like(tq)
-    results = {"dense (B, H, S, D)": median_ms(dense, warmup_ms, rep_ms, [])}
-
-    def varlen(key, value, table, seqused):
-        return lambda: _kernels.try_forward_varlen(tq, key, value, bias, scale, cu_q, None if table is not None else cu_k,
-                                                   seqused, table, case.sq, case.skv, 0, out, None)
-    results["varlen, packed keys"] = median_ms(varlen(packed_k, packed_v, None, None), warmup_ms, rep_ms, [])
-    used = torch.full((case.batch,), case.skv, device="cuda", dtype=torch.int32)
-    for page in (16, 64):
-        pages = case.batch * case.skv // page
-        order = torch.randperm(pages, device="cuda")
-        pool_k, pool_v = (torch.empty(pages, page, case.heads_kv, case.d, device="cuda", dtype=torch.bfloat16)
-                          for _ in range(2))
-        pool_k[order] = packed_k.view(pages, page, case.heads_kv, case.d)
-        pool_v[order] = packed_v.view(pages, page, case.heads_kv, case.d)
-        table = order.view(case.batch, -1).to(torch.int32)
-        results[f"varlen, paged {page}"] = median_ms(varlen(pool_k, pool_v, table, used), warmup_ms, rep_ms, [])
-    base = results["dense (B, H, S, D)"]
-    lines = ["", f"Paged and packed keys ({case.label}, lower-right; GB/s of K+V, ratio to the dense call):", "",
-             "| layout | GB/s | vs dense |", "|---|---|---|"]
-    for name, ms in results.items():
-        lines.append(f"| {name} | {case.kv_bytes / ms / 1e6:.0f} | {base / ms:.2f} |")
-    return "\n".join(lines) + "\n"

@@ -30,13 +30,15 @@ Status check_shapes(const AttentionProblem& p) {
   return Status::success();
 }
 
-Status check_varlen(const AttentionProblem& p) {
+Status check_varlen(const AttentionProblem& p, const BiasDesc& bias) {
   if (!p.is_varlen()) {
     if (p.cu_seqlens_kv || p.seqused_kv || p.page_table) {
       return invalid("cu_seqlens_kv, seqused_kv and page_table describe a variable-length batch: set cu_seqlens_q too");
     }
     return Status::success();
   }
+  // A (B, H, Sq, Skv) tensor has no row for packed tokens; varlen batches take causal and ALiBi biases.
+  if (bias.kind == BiasKind::kDense) return invalid("bias.kind: a dense bias has no variable-length layout");
   if (p.page_table == nullptr && p.cu_seqlens_kv == nullptr) {
     return invalid("a variable-length batch needs cu_seqlens_kv (packed keys) or page_table (a paged cache)");
   }
@@ -93,7 +95,7 @@ Status check_backward_operands(const BackwardProblem& p, const BiasDesc& bias) {
 Status validate(const AttentionProblem& problem, const BiasDesc& bias) {
   for (Status s : {check_shapes(problem), check_tensor(problem.q, "q"), check_tensor(problem.k, "k"),
                    check_tensor(problem.v, "v"), check_tensor(problem.o, "o"), check_bias(problem, bias),
-                   check_varlen(problem)}) {
+                   check_varlen(problem, bias)}) {
     if (!s.ok()) return s;
   }
   return Status::success();

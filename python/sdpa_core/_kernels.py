@@ -144,7 +144,8 @@ def _run_forward(query, key, value, bias, scale: float, out, lse, num_splits: in
 
 def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table,
                        max_q: int, max_k: int, num_splits: int, out, lse) -> bool:
-    """One launch for a whole variable-length batch (libsdpa's split-KV decode kernels, max_q <= 16): query
+    """One launch for a whole variable-length batch (libsdpa's split-KV decode kernels for max_q <= 16, its
+    prefill kernels beyond): query
     and out (Tq, Hq, D), key/value packed (Tk, Hkv, D) or a page pool (pages, page_size, Hkv, D), the int32
     index tensors on the device as torch's varlen_attn takes them, lse (Tq, Hq) float32 or None. False when
     libsdpa has no kernel for it. Reads no tensor data on the host."""

@@ -1,12 +1,12 @@
 """``varlen_attn``: attention over packed variable-length sequences, optionally with a paged KV cache.
 
 The arguments mean what they mean in ``torch.nn.attention.varlen.varlen_attn`` (torch 2.13), plus
-sdpa_core's bias options. On a GPU, with ``ONE_LAUNCH`` set (off by default until its GPU suite passes in
-full), a batch whose sequences have at most 16 queries each (decode, speculative decoding) runs in one
-launch of libsdpa's split-KV decode kernels, packed or paged keys read in place. Anything else runs each
-sequence alone through ``scaled_dot_product_attention`` with its own
-bias object, so every device and dtype works; a varlen prefill kernel is the next step of issue 8.
-``explain()`` describes ``scaled_dot_product_attention`` only.
+sdpa_core's bias options. On a GPU, with ``ONE_LAUNCH`` set, a float16/bfloat16 batch runs in one launch
+of libsdpa, packed or paged keys read in place: the split-KV decode kernels when every sequence has at
+most 16 queries (decode, speculative decoding), the prefill kernels otherwise (prefill, chunked prefill).
+Anything else (CPU, float32, gradients) runs each sequence alone through ``scaled_dot_product_attention``
+with its own bias object, so every device and dtype works. ``explain()`` describes
+``scaled_dot_product_attention`` only.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_
         block_table: int32 (N, max_pages): logical page p of sequence b is pool page
             ``block_table[b, p]``. Only the ``ceil(Lk / page_size)`` pages a sequence uses are read
             (and must be in [0, total_pages)); later entries and unused pages may hold anything. Any
-            page_size is accepted here; the paged kernels of issue 8 will require a multiple of 16.
+            page_size is accepted, on the kernels too (they find each key row's page).
         num_splits: None or an int >= 1, torch's split-KV override: the split count of the one-launch path
             (1: a sequence's result does not depend on the batch around it). The per-sequence path ignores it.
         causal: None, or a ``CausalVariant`` (ours or torch's) applied per sequence: ``UPPER_LEFT``
@@ -194,12 +194,12 @@ def _check_index_tensor(name: str, t, query, shape_text: str, dims: int) -> None
 
 def _fused(query, key, value, slopes, variant, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table,
            max_k: int, q_starts: list[int], num_splits, return_lse: bool):
-    """The whole batch in one launch of libsdpa's split-KV decode kernels, or None where they do not take it:
-    off CUDA, other dtypes, a gradient to compute, or a sequence with more than 16 queries (prefill: the
-    per-sequence path below runs the prefill kernels)."""
+    """The whole batch in one launch of libsdpa (split-KV decode kernels up to 16 queries per sequence,
+    prefill kernels beyond), or None where no kernel takes it: off CUDA, other dtypes, a gradient to
+    compute (the kernels' backward takes dense batches only)."""
     max_q = max((q_starts[b + 1] - q_starts[b] for b in range(len(q_starts) - 1)), default=0)
-    if (not ONE_LAUNCH or not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16) or max_q == 0 or max_k == 0
-            or max_q > _kernels.SPLIT_KV_MAX_SEQLEN_Q or slopes is not None and slopes.requires_grad
+    if (not ONE_LAUNCH or not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16) or max_q == 0
+            or max_k == 0 or slopes is not None and slopes.requires_grad
             or torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))):
         return None
     if not all(_kernels.is_aligned(t) for t in (query, key, value)):

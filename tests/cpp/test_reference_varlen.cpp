@@ -192,6 +192,14 @@ TEST(ValidateVarlen, EachBrokenRuleNamesItsField) {
   EXPECT_NE(sdpa::validate(paged, {}).message.find("seqused_kv"), std::string::npos);
   paged.seqused_kv = used.data();
   EXPECT_TRUE(sdpa::validate(paged, {}).ok());
+  // A dense bias has no packed-token layout.
+  sdpa::BiasDesc dense;
+  dense.kind = sdpa::BiasKind::kDense;
+  dense.dense.data = data.data();
+  dense.dense.dtype = sdpa::DType::kFloat32;
+  const sdpa::Status dense_status = sdpa::validate(base, dense);
+  EXPECT_EQ(dense_status.code, sdpa::StatusCode::kInvalidArgument);
+  EXPECT_NE(dense_status.message.find("bias.kind"), std::string::npos) << dense_status.message;
   // The backward takes dense batches only.
   sdpa::BackwardProblem backward;
   backward.forward = base;

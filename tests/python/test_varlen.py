@@ -430,6 +430,21 @@ def test_gpu_decode_batch_runs_in_one_launch(group, layout, bias_name, dim, fuse
     assert fused_calls and all(fused_calls), "the one-launch path did not run"
 
 
+PREFILL_LENGTHS = [(113, 300), (0, 5), (1, 1), (300, 17), (17, 0), (64, 200), (40, 40)]  # some Lq > 16
+
+
+@requires_cuda
+@pytest.mark.parametrize("dim", [64, 128, 256])
+@pytest.mark.parametrize("bias_name", list(BIASES))
+@pytest.mark.parametrize("layout", ["packed_seqused", "paged16_seqused", "paged64_cu"])
+def test_gpu_prefill_batch_runs_in_one_launch(layout, bias_name, dim, fused_calls):
+    """Sequences longer than 16 queries (chunked prefill: Sq < Sk, and Sq > Sk) run in one launch of the
+    prefill kernels, packed or paged keys read in place, and match the float64 oracle."""
+    run_case(layout, heads_kv=2, group=2, bias_name=bias_name, dtype=torch.bfloat16, device="cuda", dim=dim,
+             seed=dim, lengths=PREFILL_LENGTHS)
+    assert fused_calls and all(fused_calls), "the one-launch path did not run"
+
+
 @requires_cuda
 @pytest.mark.parametrize("layout", ["packed_seqused", "paged16_both"])
 def test_gpu_one_split_is_independent_of_the_batch(layout, fused_calls):

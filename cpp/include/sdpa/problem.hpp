@@ -43,8 +43,9 @@ struct AttentionProblem {
   // requests are batched; n = at most n (at most one key tile per part).
   int num_splits = 0;
 
-  // Variable-length batches (cu_seqlens_q set; the split-KV decode kernels only, so seqlen_q <= 16): `batch`
-  // sequences packed along the token dimension. q and o are (total_q, heads_q, D): stride_seq is the token
+  // Variable-length batches (cu_seqlens_q set; the split-KV decode kernels for seqlen_q <= 16 with a
+  // workspace, the prefill kernels otherwise; any page_size): `batch` sequences packed along the token
+  // dimension. q and o are (total_q, heads_q, D): stride_seq is the token
   // stride, stride_head the head stride, stride_batch unused; sequence b owns tokens cu_seqlens_q[b] ..
   // cu_seqlens_q[b + 1]. seqlen_q and seqlen_kv are the longest query and used key lengths. Keys and values
   // are packed the same way at cu_seqlens_kv, or (page_table set) a page pool (pages, page_size, heads_kv,

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "common/seq_info.hpp"
 #include "sdpa/bias.hpp"
 #include "sdpa/problem.hpp"
 
@@ -19,8 +20,23 @@ namespace sdpa {
 //   kStaged       values read from a tile staged in shared memory with each K tile (BiasTrait::stageable).
 enum class BiasForm : int { kElementwise, kSplit, kStaged };
 
+// Whether the split form holds whatever the sequence's lengths: a variable-length batch's lengths live on
+// the device, so the host can only pick a form that is right for all of them (lower-right causal ALiBi,
+// whose mask and additive part share one diagonal; upper-left needs Skv >= Sq, which fails at (1, 0)).
+template <class Bias>
+bool split_holds_for_any_lengths() {
+  if constexpr (Bias::kSplittable) return Bias::split_holds(1, 0) && Bias::split_holds(0, 1);
+  return false;
+}
+
 template <class Bias>
 BiasForm select_bias_form(const AttentionProblem& problem, const typename Bias::Params& bias_params) {
+  if (problem.is_varlen()) {
+    // The varlen kernels compile the elementwise and split forms only (staging needs the dense layout's
+    // row count to bound its reads).
+    const bool split = split_holds_for_any_lengths<Bias>() && problem.scale > 0.0f && std::isfinite(problem.scale);
+    return split ? BiasForm::kSplit : BiasForm::kElementwise;
+  }
   if constexpr (Bias::kSplittable) {
     // The split form folds the scale into the exponent, so it needs scale > 0.
     if (Bias::split_holds(problem.seqlen_q, problem.seqlen_kv) && problem.scale > 0.0f &&
@@ -44,6 +60,7 @@ struct FwdParams {
   float inv_scale;  // 1 / scale, for the split form's column parts
   float softmax_c;  // the softmax sees x with logit * log2(e) = x * softmax_c, softmax_c > 0
   bool prescale;    // x = S * scale; otherwise (bias-free, scale > 0) x = S and the scale is in softmax_c
+  SeqLayout seq;    // variable-length batches and paged keys (SeqInfo); null pointers: the dense layout
   BiasParams bias;
 };
 
@@ -69,6 +86,7 @@ FwdParams<typename Bias::Params> make_fwd_params(const AttentionProblem& problem
       (!Bias::kHasValue || form == BiasForm::kSplit) && problem.scale > 0.0f && std::isfinite(problem.scale);
   p.prescale = !fold;
   p.softmax_c = fold ? problem.scale * kLog2e : kLog2e;
+  p.seq = SeqLayout::of(problem);
   p.bias = bias_params;
   return p;
 }

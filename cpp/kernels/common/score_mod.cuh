@@ -29,6 +29,9 @@ struct ScoreMod {
 
   Bias bias;
   int row0;  // the tile's first row: rows of the coordinate tensors are relative to it
+  // The lengths of the block's sequence (a variable-length batch's own, not the problem's longest).
+  int seqlen_q;
+  int seqlen_kv;
 
   // Shared memory the staged form needs beside the kernel's own, for a (kRows x kCols) tile.
   template <class Element, int kRows, int kCols>
@@ -115,13 +118,13 @@ struct ScoreMod {
     for (int r = 0; r < size<0>(s); ++r) {
       const int i = row0 + get<0>(coord(r, 0));
       // Rows past seqlen_q are computed but never stored; clamping keeps a dense bias read in bounds.
-      const int i_read = i < p.seqlen_q ? i : p.seqlen_q - 1;
+      const int i_read = i < seqlen_q ? i : seqlen_q - 1;
 #pragma unroll
       for (int k = 0; k < size<1>(s); ++k) {
         const int j = col0 + get<1>(coord(r, k));
         const float scaled = prescale ? s(r, k) * p.scale : s(r, k);
         if constexpr (kMasked) {
-          s(r, k) = j >= p.seqlen_kv ? -CUDART_INF_F : bias.template score<Element>(scaled, i_read, j);
+          s(r, k) = j >= seqlen_kv ? -CUDART_INF_F : bias.template score<Element>(scaled, i_read, j);
         } else if constexpr (Bias::kHasValue) {
           s(r, k) = scaled + bias.template value<Element>(i_read, j);
         } else {
@@ -156,7 +159,7 @@ struct ScoreMod {
 #pragma unroll
       for (int k = 0; k < size<1>(s); ++k) {
         const int j = col0 + get<1>(coord(r, k));
-        if (j >= p.seqlen_kv || bias.masked(i, j)) s(r, k) = -CUDART_INF_F;
+        if (j >= seqlen_kv || bias.masked(i, j)) s(r, k) = -CUDART_INF_F;
       }
     }
   }

@@ -31,14 +31,18 @@ struct SeqInfo {
   int64_t kv_row0 = 0;  // the sequence's first packed key token (varlen, not paged) or 0
   bool varlen = false;
 
+  // Every sequence of a dense (B, H, S, D) batch.
+  static SDPA_HOST_DEVICE SeqInfo dense(int seqlen_q, int seqlen_kv) {
+    SeqInfo info;
+    info.seqlen_q = seqlen_q;
+    info.seqlen_kv = seqlen_kv;
+    return info;
+  }
+
   // Sequence `batch`; max_q / max_kv are the problem's seqlen_q / seqlen_kv (the dense lengths).
   static SDPA_HOST_DEVICE SeqInfo of(const SeqLayout& s, int batch, int max_q, int max_kv) {
     SeqInfo info;
-    if (s.cu_seqlens_q == nullptr) {
-      info.seqlen_q = max_q;
-      info.seqlen_kv = max_kv;
-      return info;
-    }
+    if (s.cu_seqlens_q == nullptr) return dense(max_q, max_kv);
     info.varlen = true;
     info.q_row0 = s.cu_seqlens_q[batch];
     info.seqlen_q = s.cu_seqlens_q[batch + 1] - s.cu_seqlens_q[batch];

@@ -31,6 +31,22 @@ struct CombineParams {
 
 constexpr int kCombineWarps = 4;  // split the parts of one packed row
 
+// Launched as a programmatic dependent of the split kernel (sm90+), the combine may start before the split
+// kernel's results are visible: this waits for them. A plain launch (older GPUs) returns at once.
+__device__ __forceinline__ void wait_for_primary_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Lets the dependent combine launch start (sm90+): every block of the split kernel calls it once its
+// main loop is done, so the combine's blocks are resident by the time the last partial lands.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float warp_allreduce_max(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
@@ -87,6 +103,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) split_kv_combine_kernel(co
   const int batch = batch_head / p.heads_kv;
   const SeqInfo seq = SeqInfo::of(p.seq, batch, p.seqlen_q, 0);
   if (packed_row >= p.group * seq.seqlen_q) return;  // a shorter sequence of a variable-length batch
+  wait_for_primary_grid();
 
   float row_max, sum;
   row_lse_stats(p, batch_head, packed_row, scratch, row_max, sum);

@@ -6,6 +6,7 @@
 #include <cute/tensor.hpp>
 #include <math_constants.h>
 
+#include "common/seq_info.hpp"
 #include "common/tile_scheduler.hpp"
 #include "sm80/gemm_sm80.cuh"
 
@@ -18,9 +19,10 @@ struct EpilogueFwdSm80 {
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kHeadDim = Traits::kHeadDim;
 
-  // Writes the block's normalized O (through smem, which Q's buffer provides) and, if asked, its LSE.
+  // Writes the block's normalized O (through smem, which Q's buffer provides) and, if asked, its LSE, at
+  // the rows `seq` gives its sequence.
   template <class Params, class TensorO, class TensorC, class TiledMma, int kNRows>
-  static __device__ __forceinline__ void store(Params const& p, TensorO const& acc_o, TensorC const& coord_rc,
+  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o, TensorC const& coord_rc,
                                                float (&lse)[kNRows], Element* smem, TiledMma const& mma,
                                                FwdTile const& tile) {
     const int tidx = threadIdx.x;
@@ -32,49 +34,48 @@ struct EpilogueFwdSm80 {
     copy(r2s, r2s_thr.retile_S(rO), r2s_thr.partition_D(sO));
     __syncthreads();
 
-    Tensor gO = output_tile(p, tile);
+    Tensor gO = output_tile(p, seq, tile);
     typename Traits::GmemTiledCopyO s2g;
     auto s2g_thr = s2g.get_thread_slice(tidx);
     Tensor tOsO = s2g_thr.partition_S(sO);
     Tensor tOgO = s2g_thr.partition_D(gO);
     Tensor tOrO = make_tensor<Element>(shape(tOgO));
     copy(s2g, tOsO, tOrO);
-    const int rows_left = p.seqlen_q - tile.m_block * kBlockM;
+    const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
     store_rows(s2g, s2g_thr, tOrO, tOgO, rows_left);
 
     if (p.lse == nullptr) return;
-    float* lse_block = lse_rows(p, tile);
 #pragma unroll
     for (int r = 0; r < kNRows; ++r) {
       const int row = get<0>(coord_rc(r, 0));
       // A row lives in the four lanes of a quad; the one holding column 0 writes it.
-      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) lse_block[row] = lse[r];
+      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[lse_index(p, seq, tile, row)] = lse[r];
     }
   }
 
   // A block whose rows see no key at all (e.g. lower-right causal with Sq > Skv) writes O = 0, LSE = -inf.
   template <class Params>
-  static __device__ __forceinline__ void store_empty(Params const& p, FwdTile const& tile) {
-    Tensor gO = output_tile(p, tile);
+  static __device__ __forceinline__ void store_empty(Params const& p, SeqInfo const& seq, FwdTile const& tile) {
+    Tensor gO = output_tile(p, seq, tile);
     typename Traits::GmemTiledCopyO s2g;
     auto s2g_thr = s2g.get_thread_slice(threadIdx.x);
     Tensor tOgO = s2g_thr.partition_D(gO);
     Tensor zeros = make_tensor<Element>(shape(tOgO));
     clear(zeros);
-    const int rows_left = p.seqlen_q - tile.m_block * kBlockM;
+    const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
     store_rows(s2g, s2g_thr, zeros, tOgO, rows_left);
     if (p.lse == nullptr) return;
-    float* lse_block = lse_rows(p, tile);
-    for (int row = threadIdx.x; row < kBlockM && row < rows_left; row += blockDim.x) lse_block[row] = -CUDART_INF_F;
+    for (int row = threadIdx.x; row < kBlockM && row < rows_left; row += blockDim.x) {
+      p.lse[lse_index(p, seq, tile, row)] = -CUDART_INF_F;
+    }
   }
 
  private:
   // The block's (kBlockM, kHeadDim) tile of O in global memory.
   template <class Params>
-  static __device__ __forceinline__ auto output_tile(Params const& p, FwdTile const& tile) {
+  static __device__ __forceinline__ auto output_tile(Params const& p, SeqInfo const& seq, FwdTile const& tile) {
     Tensor mO = head_matrix<kHeadDim>(static_cast<Element*>(const_cast<void*>(p.o.data)),
-                                      tile.batch * p.o.stride_batch + tile.head_q * p.o.stride_head,
-                                      p.o.stride_seq, p.seqlen_q);
+                                      seq.q_offset(p.o, tile.batch, tile.head_q, 0), p.o.stride_seq, seq.seqlen_q);
     return local_tile(mO, Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(tile.m_block, 0));
   }
 
@@ -89,10 +90,11 @@ struct EpilogueFwdSm80 {
     }
   }
 
-  // The block's first LSE entry: (B, Hq, Sq) contiguous.
+  // Row `row` of the block in the LSE: (B, Hq, Sq) contiguous, or (total_q, Hq) for a varlen batch.
   template <class Params>
-  static __device__ __forceinline__ float* lse_rows(Params const& p, FwdTile const& tile) {
-    return p.lse + (int64_t(tile.batch) * p.heads_q + tile.head_q) * p.seqlen_q + tile.m_block * kBlockM;
+  static __device__ __forceinline__ int64_t lse_index(Params const& p, SeqInfo const& seq, FwdTile const& tile,
+                                                      int row) {
+    return seq.lse_index(tile.batch, tile.head_q, tile.m_block * kBlockM + row, p.heads_q, p.seqlen_q);
   }
 };
 

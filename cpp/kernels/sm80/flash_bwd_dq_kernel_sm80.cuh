@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   const BlockCoord coord{b, head / p.group_size, head, 1, p.seqlen_q, p.seqlen_kv};
   const TileRange range = Bias::kv_tiles(PositionSpan::of_block(m_block, kBlockM, p.seqlen_q), kBlockN,
                                          p.seqlen_q, p.seqlen_kv);
-  const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, coord, head), row0};
+  const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, coord, head), row0, p.seqlen_q, p.seqlen_kv};
 
   extern __shared__ __align__(128) char smem_raw[];
   Element* smem = reinterpret_cast<Element*>(smem_raw);

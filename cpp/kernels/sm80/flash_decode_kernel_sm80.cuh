@@ -17,9 +17,11 @@
 #include "common/params_decode.hpp"
 #include "common/seq_info.hpp"
 #include "common/score_mod_packed.cuh"
+#include "common/split_combine.cuh"
 #include "common/tile_range.hpp"
 #include "sm80/gemm_sm80.cuh"
 #include "sm80/kernel_traits_decode_sm80.cuh"
+#include "sm80/paged_load_sm80.cuh"
 #include "softmax.cuh"
 
 namespace sdpa {
@@ -47,45 +49,15 @@ __device__ __forceinline__ void load_packed_q(Params const& p, BlockCoord const&
   }
 }
 
-// 16 bytes global -> shared, asynchronously; zeros instead when !valid (gmem is then not read).
-__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
-}
-
-// One K or V tile of a paged cache: every key row has its own page, so each 16-byte piece computes its
-// address (key j of the sequence: row j % page_size of page page_table[j / page_size]). Rows past the
-// sequence's keys are zero-filled and their pages never looked up.
-template <class Traits, class Params, class TensorS>
-__device__ __forceinline__ void load_paged_tile(Params const& p, TensorView const& view, int batch, int head_kv,
-                                                int n, int seqlen_kv, TensorS& dst) {
-  using Element = typename Traits::Element;
-  constexpr int kVec = Traits::kGmemElemsPerVec;
-  constexpr int kChunksPerRow = Traits::kHeadDim / kVec;
-  const Element* pool = static_cast<const Element*>(view.data);
-  const int* pages = p.seq.page_table + int64_t(batch) * p.seq.page_table_stride;
-  for (int c = threadIdx.x; c < Traits::kBlockN * kChunksPerRow; c += Traits::kNThreads) {
-    const int r = c / kChunksPerRow;
-    const int col = (c % kChunksPerRow) * kVec;
-    const int j = n * Traits::kBlockN + r;
-    const bool valid = j < seqlen_kv;
-    const Element* src = pool;
-    if (valid) {
-      const int64_t page = pages[j / p.seq.page_size];
-      src = pool + page * view.stride_batch + (j % p.seq.page_size) * view.stride_seq + head_kv * view.stride_head + col;
-    }
-    cp_async_16_zfill(&dst(r, col), src, valid);
-  }
-}
-
 // The block's partial result: the warps' results (each over its own key columns) merged through smem, which
-// the K/V stages no longer need, into one normalized O and LSE per row, written to partial `split`.
+// the K/V stages no longer need, into one normalized O and LSE per row, written to partial `split`; with a
+// single split the partial is the final result, so it goes straight to O and the LSE and no combine runs.
 // Weights as in the combine: w = exp(lse_w - max) / sum_w exp(lse_w - max). Each warp writes its weighted
 // O to its own slice and the slices are summed in warp order, so the result is the same on every run.
 template <class Traits, class Params, class TensorO, class TensorC, int kNRows>
-__device__ __forceinline__ void store_partial(Params const& p, int split, int batch_head, int row0, int packed_rows,
-                                              TensorO& acc_o_rc, TensorC const& coord_o, float (&lse)[kNRows],
-                                              float* smem) {
+__device__ __forceinline__ void store_partial(Params const& p, SeqInfo const& seq, BlockCoord const& coord, int split,
+                                              int batch_head, int row0, int packed_rows, TensorO& acc_o_rc,
+                                              TensorC const& coord_o, float (&lse)[kNRows], float* smem) {
   using namespace cute;
   constexpr int kBlockM = Traits::kBlockM, kHeadDim = Traits::kHeadDim, kNWarps = Traits::kNWarps;
   float* warp_lse = smem;                                  // (kNWarps, kBlockM)
@@ -122,6 +94,9 @@ __device__ __forceinline__ void store_partial(Params const& p, int split, int ba
   __syncthreads();
   // Rows of the tile inside the problem, as float4s: one 16-byte store per thread per step.
   const int rows = min(kBlockM, packed_rows - row0);
+  const bool final = p.layout.partials == 1;
+  using Element = typename Traits::Element;
+  Element* o = static_cast<Element*>(const_cast<void*>(p.o.data));
   for (int i = threadIdx.x; i < rows * kHeadDim / 4; i += Traits::kNThreads) {
     const int row = i / (kHeadDim / 4), col = (i % (kHeadDim / 4)) * 4;
     float4 total = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -133,14 +108,25 @@ __device__ __forceinline__ void store_partial(Params const& p, int split, int ba
       total.z += v.z;
       total.w += v.w;
     }
-    *reinterpret_cast<float4*>(p.o_partial + p.layout.row(split, batch_head, row0 + row) * kHeadDim + col) = total;
+    if (final) {
+      const int packed = row0 + row;
+      Element* dst = o + seq.q_offset(p.o, coord.batch, coord.head_q(packed), coord.position(packed)) + col;
+      alignas(8) Element four[4] = {Element(total.x), Element(total.y), Element(total.z), Element(total.w)};
+      *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(four);  // rows are 16-byte aligned
+    } else {
+      *reinterpret_cast<float4*>(p.o_partial + p.layout.row(split, batch_head, row0 + row) * kHeadDim + col) = total;
+    }
   }
   if (warp == 0) {
 #pragma unroll
     for (int r = 0; r < kNRows; ++r) {
       const int packed = row0 + get<0>(coord_o(r, 0));
-      if (get<1>(coord_o(r, 0)) == 0 && packed < packed_rows) {
+      if (get<1>(coord_o(r, 0)) != 0 || packed >= packed_rows) continue;
+      if (!final) {
         p.lse_partial[p.layout.row(split, batch_head, packed)] = block_lse[r];
+      } else if (p.lse != nullptr) {
+        p.lse[seq.lse_index(coord.batch, coord.head_q(packed), coord.position(packed), p.heads_q, p.seqlen_q)] =
+            block_lse[r];
       }
     }
   }
@@ -287,12 +273,13 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     }
   }
   cp_async_wait<0>();
+  allow_dependent_launch();
 
   float lse[kNRows];
   softmax.finalize(acc_o_rc, p.softmax_c, lse);
   Tensor coord_o = acc_rowcol(thr_mma.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
   __syncthreads();  // every warp is done with the K/V stages, which the merge reuses
-  store_partial<Traits>(p, split, batch_head, row0, packed_rows, acc_o_rc, coord_o, lse,
+  store_partial<Traits>(p, seq, coord, split, batch_head, row0, packed_rows, acc_o_rc, coord_o, lse,
                         reinterpret_cast<float*>(smem_kv));
 }
 

@@ -11,6 +11,7 @@
 #include "common/block_coord.hpp"
 #include "common/params.hpp"
 #include "common/score_mod.cuh"
+#include "common/seq_info.hpp"
 #include "common/tile_range.hpp"
 #include "common/tile_scheduler.hpp"
 #include "sm80/epilogue_fwd_sm80.cuh"
@@ -20,26 +21,33 @@
 
 namespace sdpa {
 
-// kForm: how this launch evaluates the bias (BiasForm), chosen by the launcher for the problem.
-template <class Traits, class Bias, BiasForm kForm>
+// kForm: how this launch evaluates the bias (BiasForm), chosen by the launcher for the problem. kVarlen: a
+// variable-length batch (AttentionProblem::cu_seqlens_q): each block reads its sequence's lengths and
+// offsets, and keys may come from a paged cache. The dense launch keeps them compile-time.
+template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_fwd_kernel_sm80(const __grid_constant__ FwdParams<typename Bias::Params> p) {
   using namespace cute;
-  using Mainloop = sm80::MainloopFwdSm80<Traits>;
+  using Mainloop = sm80::MainloopFwdSm80<Traits, kVarlen>;
   using Epilogue = sm80::EpilogueFwdSm80<Traits>;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
 
   const FwdTile tile = SingleTileSchedulerFwd::tile();
-  const TileRange range =
-      Bias::kv_tiles(PositionSpan::of_block(tile.m_block, kBlockM, p.seqlen_q), kBlockN, p.seqlen_q, p.seqlen_kv);
+  const SeqInfo seq = kVarlen ? SeqInfo::of(p.seq, tile.batch, p.seqlen_q, p.seqlen_kv)
+                              : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
+  // The grid is sized for the longest sequence; the others' blocks past their rows have nothing to do.
+  if (kVarlen && tile.m_block * kBlockM >= seq.seqlen_q) return;
+  const TileRange range = Bias::kv_tiles(PositionSpan::of_block(tile.m_block, kBlockM, seq.seqlen_q), kBlockN,
+                                         seq.seqlen_q, seq.seqlen_kv);
   if (range.empty()) {
-    Epilogue::store_empty(p, tile);
+    Epilogue::store_empty(p, seq, tile);
     return;
   }
   // One query head per block: group 1 in the coordinate, so the whole tile shares one view of the bias.
-  const BlockCoord coord{tile.batch, tile.head_q / p.group_size, tile.head_q, 1, p.seqlen_q, p.seqlen_kv};
-  const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, coord, coord.head_q_first), tile.m_block * kBlockM};
+  const BlockCoord coord{tile.batch, tile.head_q / p.group_size, tile.head_q, 1, seq.seqlen_q, seq.seqlen_kv};
+  const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, coord, coord.head_q_first), tile.m_block * kBlockM,
+                                        seq.seqlen_q, seq.seqlen_kv};
 
   typename Traits::TiledMma mma;
   Tensor acc_o = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<Traits::kHeadDim>>{});
@@ -51,13 +59,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   OnlineSoftmax<kNRows> softmax;
 
   extern __shared__ __align__(128) char smem[];
-  Mainloop::run(p, coord, tile.m_block, range, score_mod, mma, acc_o, coord_rc, softmax, smem);
+  Mainloop::run(p, seq, coord, tile.m_block, range, score_mod, mma, acc_o, coord_rc, softmax, smem);
 
   float lse[kNRows];
   Tensor acc_o_rc = acc_rowcol(acc_o);
   softmax.finalize(acc_o_rc, p.softmax_c, lse);
   score_mod.adjust_lse(lse, coord_rc);
-  Epilogue::store(p, acc_o, coord_rc, lse, reinterpret_cast<typename Traits::Element*>(smem), mma, tile);
+  Epilogue::store(p, seq, acc_o, coord_rc, lse, reinterpret_cast<typename Traits::Element*>(smem), mma, tile);
 }
 
 }  // namespace sdpa

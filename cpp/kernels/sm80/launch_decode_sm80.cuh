@@ -87,6 +87,7 @@ struct DecodeLaunch {
     kernel()<<<dim3(plan.layout.batch_heads, plan.m_blocks, plan.layout.partials), Traits::kNThreads, kSmem, stream>>>(
         params);
     if (Status s = launch_status(kDecodeFamily, "split kernel"); !s.ok()) return s;
+    if (plan.layout.partials == 1) return Status::success();  // the split kernel wrote O and the LSE itself
 
     CombineParams combine;
     combine.o = problem.o;
@@ -98,8 +99,19 @@ struct DecodeLaunch {
     combine.heads_kv = problem.heads_kv;
     combine.group = problem.group_size();
     combine.seqlen_q = problem.seqlen_q;
-    const dim3 grid(plan.layout.batch_heads, plan.layout.packed_rows);
-    split_kv_combine_kernel<typename Traits::Element, Traits::kHeadDim><<<grid, kCombineWarps * 32, 0, stream>>>(combine);
+    // On sm90+ the combine is a programmatic dependent launch: its blocks start while the split kernel's
+    // last blocks finish and wait in the kernel (griddepcontrol.wait) for its results, so the launch gap
+    // between the two kernels leaves the critical path.
+    cudaLaunchAttribute dependent;
+    dependent.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    dependent.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(plan.layout.batch_heads, plan.layout.packed_rows);
+    config.blockDim = dim3(kCombineWarps * 32);
+    config.stream = stream;
+    config.attrs = &dependent;
+    config.numAttrs = current_compute_capability() >= 90 ? 1 : 0;
+    cudaLaunchKernelEx(&config, split_kv_combine_kernel<typename Traits::Element, Traits::kHeadDim>, combine);
     return launch_status(kDecodeFamily, "combine kernel");
   }
 };

@@ -24,12 +24,13 @@ namespace sdpa {
 
 namespace sm80 {
 
-template <class Traits, class Bias, BiasForm kForm>
+template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
 Status launch_fwd_kernel(const AttentionProblem& problem, const FwdParams<typename Bias::Params>& params) {
-  auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kForm>;
+  auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kForm, kVarlen>;
   constexpr int kSmem = Traits::kSmemBytes +
       ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
   if (Status s = allow_smem(kernel, kSmem, "launch_fwd_sm80"); !s.ok()) return s;
+  // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
   const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
   kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(params);
   return launch_status("launch_fwd_sm80", "kernel");
@@ -41,11 +42,6 @@ template <class Bias, DType kDType, int kHeadDim>
 Status FwdSm80<Bias, kDType, kHeadDim>::can_implement(const AttentionProblem& problem, const BiasDesc&) {
   if (problem.dtype != kDType || problem.head_dim != kHeadDim) {
     return Status::error(StatusCode::kUnsupported, "fwd_sm80: the problem's dtype or head dim is not the kernel's");
-  }
-  if (problem.is_varlen()) {
-    return Status::error(StatusCode::kUnsupported,
-                         "fwd_sm80: variable-length batches run on the split-KV decode kernels (seqlen_q <= " +
-                             std::to_string(kSplitKvMaxSeqlenQ) + ")");
   }
   return check_rows_16b_aligned(problem);
 }
@@ -62,13 +58,27 @@ Status FwdSm80<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, con
   const typename Bias::Params bias_params = Bias::make_params(bias);
   const BiasForm form = select_bias_form<Bias>(problem, bias_params);
   const auto params = make_fwd_params<Bias>(problem, bias_params, form);
+  if constexpr (Bias::kKind != BiasKind::kDense) {  // validate() keeps dense biases off varlen batches
+    if (problem.is_varlen()) {
+      // select_bias_form() gives a varlen batch the elementwise form, or the split one where it holds for
+      // every length; staging is not compiled for it.
+      if constexpr (Bias::kSplittable) {
+        if (form == BiasForm::kSplit) {
+          return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kSplit, true>(problem, params);
+        }
+      }
+      return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kElementwise, true>(problem, params);
+    }
+  }
   if constexpr (Bias::kSplittable) {
-    if (form == BiasForm::kSplit) return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kSplit>(problem, params);
+    if (form == BiasForm::kSplit) return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kSplit, false>(problem, params);
   }
   if constexpr (Bias::kStagesTile) {
-    if (form == BiasForm::kStaged) return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kStaged>(problem, params);
+    if (form == BiasForm::kStaged) {
+      return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kStaged, false>(problem, params);
+    }
   }
-  return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kElementwise>(problem, params);
+  return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kElementwise, false>(problem, params);
 }
 
 }  // namespace sdpa

@@ -216,7 +216,7 @@ struct MainloopBwdSm80 {
       const int head = head_of(t), m_block = m_block_of(t);
       const int row0 = m_block * kBlockM;
       const BlockCoord head_coord{b, coord.head_kv, head, 1, p.seqlen_q, p.seqlen_kv};
-      const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, head_coord, head), row0};
+      const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, head_coord, head), row0, p.seqlen_q, p.seqlen_kv};
 
       // Per-row statistics of this step: the LSE (as this form's scores see it) and rowsum(dO O).
       const int64_t row_base = (int64_t(b) * p.heads_q + head);

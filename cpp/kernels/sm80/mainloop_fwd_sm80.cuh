@@ -5,25 +5,28 @@
 #include <cute/tensor.hpp>
 
 #include "common/block_coord.hpp"
+#include "common/seq_info.hpp"
 #include "common/tile_range.hpp"
 #include "sm80/gemm_sm80.cuh"
+#include "sm80/paged_load_sm80.cuh"
 #include "softmax.cuh"
 
 namespace sdpa {
 namespace sm80 {
 
-template <class Traits>
+// kVarlen: the block's sequence comes from a variable-length batch (SeqInfo), its keys packed or paged.
+template <class Traits, bool kVarlen>
 struct MainloopFwdSm80 {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
 
-  // Walks the key tiles of `range` for query block m_block of the block at `coord`, folding each into
-  // acc_o and the softmax statistics. smem holds Q, K, V and (staged form) the bias tile; Q's buffer is
+  // Walks the key tiles of `range` for query block m_block of the block at `coord` (its sequence laid out
+  // as `seq` says), folding each into acc_o and the softmax statistics. smem holds Q, K, V and (staged form) the bias tile; Q's buffer is
   // free again when this returns, for the epilogue.
   template <class Params, class ScoreModT, class TiledMma, class TensorO, class TensorC, class Softmax>
-  static __device__ __forceinline__ void run(Params const& p, BlockCoord const& coord, int m_block,
+  static __device__ __forceinline__ void run(Params const& p, SeqInfo const& seq, BlockCoord const& coord, int m_block,
                                              TileRange const& range, ScoreModT const& score_mod,
                                              TiledMma const& mma, TensorO& acc_o, TensorC const& coord_rc,
                                              Softmax& softmax, char* smem) {
@@ -31,6 +34,9 @@ struct MainloopFwdSm80 {
     const int h = coord.head_q_first;
     const int h_kv = coord.head_kv;
     const int tidx = threadIdx.x;
+    const int seqlen_q = coord.seqlen_q;
+    const int seqlen_kv = coord.seqlen_kv;
+    const bool paged = kVarlen && p.seq.page_table != nullptr;
 
     Element* smem_q = reinterpret_cast<Element*>(smem);
     Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
@@ -44,14 +50,12 @@ struct MainloopFwdSm80 {
     const Element* q_ptr = static_cast<const Element*>(p.q.data);
     const Element* k_ptr = static_cast<const Element*>(p.k.data);
     const Element* v_ptr = static_cast<const Element*>(p.v.data);
-    Tensor gQ = local_tile(head_matrix<kHeadDim>(q_ptr, b * p.q.stride_batch + h * p.q.stride_head, p.q.stride_seq,
-                                                 p.seqlen_q),
+    Tensor gQ = local_tile(head_matrix<kHeadDim>(q_ptr, seq.q_offset(p.q, b, h, 0), p.q.stride_seq, seqlen_q),
                            Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
-    Tensor gK = local_tile(head_matrix<kHeadDim>(k_ptr, b * p.k.stride_batch + h_kv * p.k.stride_head,
-                                                 p.k.stride_seq, p.seqlen_kv),
+    // Unused when paged (load_paged_tile finds each row's page).
+    Tensor gK = local_tile(head_matrix<kHeadDim>(k_ptr, seq.kv_offset(p.k, b, h_kv), p.k.stride_seq, seqlen_kv),
                            Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
-    Tensor gV = local_tile(head_matrix<kHeadDim>(v_ptr, b * p.v.stride_batch + h_kv * p.v.stride_head,
-                                                 p.v.stride_seq, p.seqlen_kv),
+    Tensor gV = local_tile(head_matrix<kHeadDim>(v_ptr, seq.kv_offset(p.v, b, h_kv), p.v.stride_seq, seqlen_kv),
                            Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
 
     typename Traits::GmemTiledCopyQKV g2s;
@@ -65,13 +69,21 @@ struct MainloopFwdSm80 {
     Tensor tQcQ = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
     Tensor tKVc = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     auto load_k = [&](int n, auto full) {
-      load_tile<decltype(full)::value>(g2s, tKgK(_, _, _, n), tKsK, tKVc, p.seqlen_kv - n * kBlockN);
+      if (paged) {
+        load_paged_tile<Traits>(p, p.k, b, h_kv, n, seqlen_kv, sK);
+      } else {
+        load_tile<decltype(full)::value>(g2s, tKgK(_, _, _, n), tKsK, tKVc, seqlen_kv - n * kBlockN);
+      }
     };
     auto load_v = [&](int n, auto full) {
-      load_tile<decltype(full)::value>(g2s, tVgV(_, _, _, n), tVsV, tKVc, p.seqlen_kv - n * kBlockN);
+      if (paged) {
+        load_paged_tile<Traits>(p, p.v, b, h_kv, n, seqlen_kv, sV);
+      } else {
+        load_tile<decltype(full)::value>(g2s, tVgV(_, _, _, n), tVsV, tKVc, seqlen_kv - n * kBlockN);
+      }
     };
     auto stage_bias = [&](int n) {
-      score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNThreads>(smem_bias, range, n, p.seqlen_q, tidx);
+      score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNThreads>(smem_bias, range, n, seqlen_q, tidx);
     };
 
     auto thr_mma = mma.get_thread_slice(tidx);
@@ -90,7 +102,7 @@ struct MainloopFwdSm80 {
     auto s2r_v_thr = s2r_v.get_thread_slice(tidx);
     Tensor tOsVt = s2r_v_thr.partition_S(sVt);
 
-    load_tile(g2s, tQgQ, tQsQ, tQcQ, p.seqlen_q - m_block * kBlockM);
+    load_tile(g2s, tQgQ, tQsQ, tQcQ, seqlen_q - m_block * kBlockM);
     load_k(range.end - 1, cute::false_type{});
     stage_bias(range.end - 1);
     cp_async_fence();

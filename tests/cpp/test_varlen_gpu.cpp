@@ -309,7 +309,7 @@ TEST(VarlenGpuBatching, OneSplitIsBatchInvariant) {
       one.cu_kv = {0, whole.cu_kv[s + 1] - whole.cu_kv[s]};
       one.used = {whole.used[s]};
       one.max_q = len_q;
-      one.max_kv = whole.used[s];
+      one.max_kv = std::max(1, whole.used[s]);  // an upper bound, which validate() wants >= 1
       const size_t row_q = static_cast<size_t>(whole.heads_q) * whole.dim;
       one.q.assign(whole.q.begin() + whole.cu_q[s] * row_q, whole.q.begin() + whole.cu_q[s + 1] * row_q);
       one.table.assign(whole.table.begin() + s * whole.max_pages, whole.table.begin() + (s + 1) * whole.max_pages);

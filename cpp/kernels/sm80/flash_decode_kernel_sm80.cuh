@@ -188,8 +188,8 @@ __global__ void __launch_bounds__(Traits::kNThreads)
     if (p.seq.page_table != nullptr) {
       Tensor sK = make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{});
       Tensor sV = make_tensor(make_smem_ptr(v_stage(stage)), typename Traits::SmemLayoutKV{});
-      load_paged_tile<Traits>(p, p.k, batch, head_kv, n, seq.seqlen_kv, sK);
-      load_paged_tile<Traits>(p, p.v, batch, head_kv, n, seq.seqlen_kv, sV);
+      load_paged_tile<Traits, true>(p, p.k, batch, head_kv, n, seq.seqlen_kv, sK);
+      load_paged_tile<Traits, true>(p, p.v, batch, head_kv, n, seq.seqlen_kv, sV);
       return;
     }
     Tensor tKsK = g2s_thr.partition_D(make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{}));

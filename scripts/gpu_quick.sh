@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# A narrow GPU check for iterating on one kernel family between full runs of scripts/gpu_verify.sh: builds
+# only the kernels named by SDPA_KERNEL_BIASES / _DTYPES / _HEAD_DIMS (default: the serving biases, bf16,
+# hd128; no backward), installs the Python package on it, then runs the GoogleTest filter and pytest
+# expression given and the serving benchmarks. Logs under $OUT (or ./gpu_quick_out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_quick_out}; mkdir -p "$OUT"
+B=/tmp/sdpa-quick
+BIASES=${SDPA_KERNEL_BIASES:-NoBias;CausalUpperLeft;CausalLowerRight;Alibi;AlibiCausalUpperLeft;AlibiCausalLowerRight}
+{
+  cmake -S . -B $B -G Ninja -DSDPA_ENABLE_CUDA=ON -DSDPA_CUDA_ARCHS=90 -DSDPA_KERNEL_BIASES="$BIASES" \
+    -DSDPA_KERNEL_DTYPES="${SDPA_KERNEL_DTYPES:-bf16}" -DSDPA_KERNEL_HEAD_DIMS="${SDPA_KERNEL_HEAD_DIMS:-128}" \
+    -DSDPA_BUILD_BACKWARD=OFF -DCMAKE_INSTALL_PREFIX=$B/install && cmake --build $B -j16 && cmake --install $B &&
+  python3 -m pip install -q --no-build-isolation --no-deps . -C build-dir=/tmp/sdpa-quick-py \
+    -C cmake.define.SDPA_USE_INSTALLED=ON -C cmake.define.sdpa_DIR=$B/install/lib/cmake/sdpa
+} >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
+status=0
+for t in $B/tests/cpp/test_*_gpu; do
+  "$t" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-*}" >>"$OUT/gtest.txt" 2>&1 || status=1
+done
+grep -E "PASSED|FAILED|Failure" "$OUT/gtest.txt" | head -20
+python3 -m pytest -q -p no:cacheprovider -x tests/python -k "${PYTEST_K:-varlen}" >"$OUT/pytest.txt" 2>&1 || status=1
+tail -3 "$OUT/pytest.txt"
+python3 -m benchmarks.sdpa_bench.decode --md "$OUT/decode.md" >/dev/null 2>&1 && cat "$OUT/decode.md" | sed -n 5,14p
+python3 -m benchmarks.sdpa_bench.varlen --md "$OUT/varlen.md" >/dev/null 2>&1 && cat "$OUT/varlen.md"
+exit $status

@@ -183,13 +183,18 @@ __global__ void __launch_bounds__(Traits::kNThreads)
   Tensor tKgK = g2s_thr.partition_S(gK);
   Tensor tVgV = g2s_thr.partition_S(gV);
   Tensor tKVc = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  // A paged cache: the pages of the next tile to load, fetched one tile ahead (tiles load in order).
+  const bool paged = p.seq.page_table != nullptr;
+  PagedTileRows<Traits> paged_rows;
+  if (paged) paged_rows.fetch(p, batch, range.begin, seq.seqlen_kv);
   auto load_kv = [&](int n) {
     const int stage = n % kStages;
-    if (p.seq.page_table != nullptr) {
+    if (paged) {
       Tensor sK = make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{});
       Tensor sV = make_tensor(make_smem_ptr(v_stage(stage)), typename Traits::SmemLayoutKV{});
-      load_paged_tile<Traits, true>(p, p.k, batch, head_kv, n, seq.seqlen_kv, sK);
-      load_paged_tile<Traits, true>(p, p.v, batch, head_kv, n, seq.seqlen_kv, sV);
+      paged_rows.copy(p, p.k, head_kv, sK);  // paged_rows holds tile n
+      paged_rows.copy(p, p.v, head_kv, sV);
+      if (n + 1 < range.end) paged_rows.fetch(p, batch, n + 1, seq.seqlen_kv);
       return;
     }
     Tensor tKsK = g2s_thr.partition_D(make_tensor(make_smem_ptr(k_stage(stage)), typename Traits::SmemLayoutKV{}));

@@ -70,14 +70,14 @@ struct MainloopFwdSm80 {
     Tensor tKVc = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
     auto load_k = [&](int n, auto full) {
       if (paged) {
-        load_paged_tile<Traits, false>(p, p.k, b, h_kv, n, seqlen_kv, sK);
+        load_paged_tile<Traits>(p, p.k, b, h_kv, n, seqlen_kv, sK);
       } else {
         load_tile<decltype(full)::value>(g2s, tKgK(_, _, _, n), tKsK, tKVc, seqlen_kv - n * kBlockN);
       }
     };
     auto load_v = [&](int n, auto full) {
       if (paged) {
-        load_paged_tile<Traits, false>(p, p.v, b, h_kv, n, seqlen_kv, sV);
+        load_paged_tile<Traits>(p, p.v, b, h_kv, n, seqlen_kv, sV);
       } else {
         load_tile<decltype(full)::value>(g2s, tVgV(_, _, _, n), tVsV, tKVc, seqlen_kv - n * kBlockN);
       }

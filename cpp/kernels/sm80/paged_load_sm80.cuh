@@ -16,45 +16,73 @@ __device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
 }
 
-// One K or V tile of a paged cache: every key row has its own page (key j of the sequence: row
-// j % page_size of page page_table[j / page_size]), so each row's address comes from the page table. A
-// thread copies one 16-byte column of kPasses rows: it looks up all its rows' pages first, so those
-// dependent loads are in flight together, then issues the copies (kLookupsFirst; 2 registers per row, which
-// a kernel short of registers saves by looking up and copying row by row). Rows past the sequence's keys
-// are zero-filled and their pages never looked up.
-template <class Traits, bool kLookupsFirst, class Params, class TensorS>
+// The rows of one K/V tile of a paged cache: key j of the sequence lives at row j % page_size of page
+// page_table[j / page_size], so every row has its own address. A thread copies one 16-byte column of
+// kPasses rows. fetch() looks up the pages of a tile's rows and copy() issues the copies; a kernel that
+// walks its tiles in order fetches tile n + 1 right after copying tile n, so the page-table loads (a
+// dependent load before every copy) finish while tile n is computed instead of stalling the copies.
+template <class Traits>
+struct PagedTileRows {
+  static constexpr int kChunksPerRow = Traits::kHeadDim / Traits::kGmemElemsPerVec;
+  static_assert(Traits::kNThreads % kChunksPerRow == 0, "a row's 16-byte chunks span whole threads");
+  static constexpr int kRowsPerPass = Traits::kNThreads / kChunksPerRow;
+  static_assert(Traits::kBlockN % kRowsPerPass == 0, "the tile is a whole number of passes");
+  static constexpr int kPasses = Traits::kBlockN / kRowsPerPass;
+
+  int page[kPasses];  // of this thread's rows; -1 past the sequence (zero-filled, never looked up)
+  int tile = 0;       // which tile the pages are for
+
+  static __device__ __forceinline__ int row() { return threadIdx.x / kChunksPerRow; }
+
+  template <class Params>
+  __device__ __forceinline__ void fetch(Params const& p, int batch, int n, int seqlen_kv) {
+    const int* pages = p.seq.page_table + int64_t(batch) * p.seq.page_table_stride;
+    tile = n;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int j = n * Traits::kBlockN + row() + i * kRowsPerPass;
+      page[i] = j < seqlen_kv ? pages[j / p.seq.page_size] : -1;
+    }
+  }
+
+  // The fetched tile of `view` (K or V: the same rows) for kv head head_kv into dst (kBlockN, kHeadDim).
+  template <class Params, class TensorS>
+  __device__ __forceinline__ void copy(Params const& p, TensorView const& view, int head_kv, TensorS& dst) const {
+    using Element = typename Traits::Element;
+    const int col = (threadIdx.x % kChunksPerRow) * Traits::kGmemElemsPerVec;
+    const Element* pool = static_cast<const Element*>(view.data);
+    const Element* head = pool + int64_t(head_kv) * view.stride_head + col;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int r = row() + i * kRowsPerPass;
+      const int in_page = (tile * Traits::kBlockN + r) % p.seq.page_size;
+      const bool valid = page[i] >= 0;
+      const Element* src = head + int64_t(page[i]) * view.stride_batch + int64_t(in_page) * view.stride_seq;
+      cp_async_16_zfill(&dst(r, col), valid ? src : pool, valid);
+    }
+  }
+};
+
+// One K or V tile of a paged cache, each row looked up and copied in turn: for a kernel short of registers
+// (the prefill kernel), which neither holds a tile's pages nor unrolls the rows.
+template <class Traits, class Params, class TensorS>
 __device__ __forceinline__ void load_paged_tile(Params const& p, TensorView const& view, int batch, int head_kv,
                                                 int n, int seqlen_kv, TensorS& dst) {
+  using Rows = PagedTileRows<Traits>;
   using Element = typename Traits::Element;
-  constexpr int kChunksPerRow = Traits::kHeadDim / Traits::kGmemElemsPerVec;
-  static_assert(Traits::kNThreads % kChunksPerRow == 0, "a row's 16-byte chunks span whole threads");
-  constexpr int kRowsPerPass = Traits::kNThreads / kChunksPerRow;
-  static_assert(Traits::kBlockN % kRowsPerPass == 0, "the tile is a whole number of passes");
-  constexpr int kPasses = Traits::kBlockN / kRowsPerPass;
-  const Element* pool = static_cast<const Element*>(view.data);
   const int* pages = p.seq.page_table + int64_t(batch) * p.seq.page_table_stride;
-  const int row = threadIdx.x / kChunksPerRow;
-  const int col = (threadIdx.x % kChunksPerRow) * Traits::kGmemElemsPerVec;
-  // Offset of pass i's row in the pool, -1 past the sequence.
-  auto row_offset = [&](int i) {
-    const int j = n * Traits::kBlockN + row + i * kRowsPerPass;
-    return j < seqlen_kv ? int64_t(pages[j / p.seq.page_size]) * view.stride_batch +
-                               int64_t(j % p.seq.page_size) * view.stride_seq
-                         : int64_t(-1);
-  };
+  const int col = (threadIdx.x % Rows::kChunksPerRow) * Traits::kGmemElemsPerVec;
+  const Element* pool = static_cast<const Element*>(view.data);
   const Element* head = pool + int64_t(head_kv) * view.stride_head + col;
-  auto copy_row = [&](int i, int64_t offset) {
-    cp_async_16_zfill(&dst(row + i * kRowsPerPass, col), offset >= 0 ? head + offset : pool, offset >= 0);
-  };
-  if constexpr (kLookupsFirst) {
-    int64_t offset[kPasses];
-#pragma unroll
-    for (int i = 0; i < kPasses; ++i) offset[i] = row_offset(i);
-#pragma unroll
-    for (int i = 0; i < kPasses; ++i) copy_row(i, offset[i]);
-  } else {
 #pragma unroll 1
-    for (int i = 0; i < kPasses; ++i) copy_row(i, row_offset(i));
+  for (int i = 0; i < Rows::kPasses; ++i) {
+    const int r = Rows::row() + i * Rows::kRowsPerPass;
+    const int j = n * Traits::kBlockN + r;
+    const bool valid = j < seqlen_kv;
+    const Element* src = valid ? head + int64_t(pages[j / p.seq.page_size]) * view.stride_batch +
+                                     int64_t(j % p.seq.page_size) * view.stride_seq
+                               : pool;
+    cp_async_16_zfill(&dst(r, col), src, valid);
   }
 }
 

@@ -20,7 +20,11 @@ for t in $B/tests/cpp/test_*_gpu; do
   "$t" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-*}" >>"$OUT/gtest.txt" 2>&1 || status=1
 done
 grep -E "PASSED|FAILED|Failure" "$OUT/gtest.txt" | head -20
-python3 -m pytest -q -p no:cacheprovider -x tests/python -k "${PYTEST_K:-varlen}" >"$OUT/pytest.txt" 2>&1 || status=1
+# the toy server on the installed package, on this GPU
+{ cmake -S examples/cpp_server -B $B/server -G Ninja -DCMAKE_PREFIX_PATH=$B/install && cmake --build $B/server &&
+  $B/server/server; } >"$OUT/server.txt" 2>&1 || status=1
+tail -4 "$OUT/server.txt"
+python3 -m pytest -q -p no:cacheprovider tests/python -k "${PYTEST_K:-varlen}" >"$OUT/pytest.txt" 2>&1 || status=1
 tail -3 "$OUT/pytest.txt"
 python3 -m benchmarks.sdpa_bench.decode --md "$OUT/decode.md" >/dev/null 2>&1 && cat "$OUT/decode.md" | sed -n 5,14p
 python3 -m benchmarks.sdpa_bench.varlen --md "$OUT/varlen.md" >/dev/null 2>&1 && cat "$OUT/varlen.md"

@@ -19,10 +19,10 @@ from .errors import SdpaTypeError, SdpaValueError
 from .functional import scaled_dot_product_attention
 from .variants import CausalVariant, as_causal_variant
 
-# The one-launch path (libsdpa's split-KV decode kernels over the whole batch) is off by default: its GPU
-# suite (tests/python/test_varlen.py) ran ~90% of the way on the H200 with one failure that the device
-# budget ran out before identifying (issue 8's note). Set True to use it; the GPU tests turn it on.
-ONE_LAUNCH = False
+# The one-launch path (libsdpa's kernels over the whole batch, keys read in place). Its GPU suite
+# (tests/python/test_varlen.py, tests/cpp/test_varlen_gpu.cpp) passes on the H200; False sends every batch
+# through the per-sequence path, e.g. to compare the two.
+ONE_LAUNCH = True
 
 
 def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq_q: torch.Tensor,

@@ -323,3 +323,70 @@ TEST(VarlenGpuBatching, OneSplitIsBatchInvariant) {
 }
 
 }  // namespace
+
+namespace {
+
+// kv_cache_append on the device writes the same bytes as the host reference, tokens crossing page borders
+// and sequences with no new token included; the rest of the pool keeps its poison.
+TEST(KvCacheAppendGpu, MatchesReference) {
+  if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
+  struct Config {
+    int heads, dim, page;
+  };
+  for (const Config cfg : {Config{2, 128, 16}, Config{3, 8, 5}}) {
+    const int pages = 12, max_pages = 4, row = cfg.heads * cfg.dim;
+    std::vector<int> table = {3, 7, 1, 0, 11, 2, 9, 4, 5, 6, 8, 10};
+    const std::vector<int> lengths = {cfg.page - 1, 4, 0}, cu_new = {0, 3, 3, 2 * cfg.page + 1};
+    std::mt19937 rng(cfg.dim);
+    std::vector<uint16_t> k(static_cast<size_t>(cu_new.back()) * row), v(k.size());
+    for (auto& x : k) x = static_cast<uint16_t>(rng());
+    for (auto& x : v) x = static_cast<uint16_t>(rng());
+    std::vector<uint16_t> want_k(static_cast<size_t>(pages) * cfg.page * row, 0xffff), want_v = want_k;
+    std::vector<int> want_len(3, -1);
+
+    sdpa::KvCacheAppend a;
+    a.dtype = DType::kBFloat16;
+    a.batch = 3;
+    a.heads_kv = cfg.heads;
+    a.head_dim = cfg.dim;
+    a.total_new = cu_new.back();
+    a.page_table_stride = max_pages;
+    a.page_size = cfg.page;
+    auto point = [&](sdpa::KvCacheAppend& x, void* kc, void* vc, const void* kn, const void* vn, const int* t,
+                     const int* len, const int* cu, int* out) {
+      x.key_cache = {kc, int64_t{cfg.page} * row, cfg.dim, row};
+      x.value_cache = {vc, int64_t{cfg.page} * row, cfg.dim, row};
+      x.key = {kn, 0, cfg.dim, row};
+      x.value = {vn, 0, cfg.dim, row};
+      x.page_table = t;
+      x.cache_seqlens = len;
+      x.cu_seqlens_new = cu;
+      x.new_seqlens = out;
+    };
+    sdpa::KvCacheAppend host = a;
+    point(host, want_k.data(), want_v.data(), k.data(), v.data(), table.data(), lengths.data(), cu_new.data(),
+          want_len.data());
+    ASSERT_TRUE(sdpa::reference_kv_cache_append(host).ok());
+
+    const DeviceBuffer dkc(want_k.size() * 2), dvc(want_v.size() * 2), dk(k.size() * 2, k.data()),
+        dv(v.size() * 2, v.data()), dt(table.size() * 4, table.data()), dl(lengths.size() * 4, lengths.data()),
+        dcu(cu_new.size() * 4, cu_new.data()), dout(3 * 4);
+    ASSERT_CUDA(cudaMemset(dkc.get(), 0xff, dkc.bytes()));
+    ASSERT_CUDA(cudaMemset(dvc.get(), 0xff, dvc.bytes()));
+    sdpa::KvCacheAppend device = a;
+    point(device, dkc.get(), dvc.get(), dk.get(), dv.get(), static_cast<const int*>(dt.get()),
+          static_cast<const int*>(dl.get()), static_cast<const int*>(dcu.get()), static_cast<int*>(dout.get()));
+    const sdpa::Status status = sdpa::kv_cache_append(device);
+    ASSERT_TRUE(status.ok()) << status.message;
+    std::vector<uint16_t> got_k(want_k.size()), got_v(want_v.size());
+    std::vector<int> got_len(3);
+    ASSERT_CUDA(cudaMemcpy(got_k.data(), dkc.get(), dkc.bytes(), cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(cudaMemcpy(got_v.data(), dvc.get(), dvc.bytes(), cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(cudaMemcpy(got_len.data(), dout.get(), dout.bytes(), cudaMemcpyDeviceToHost));
+    EXPECT_EQ(got_k, want_k) << "dim " << cfg.dim;
+    EXPECT_EQ(got_v, want_v) << "dim " << cfg.dim;
+    EXPECT_EQ(got_len, want_len);
+  }
+}
+
+}  // namespace

@@ -340,7 +340,7 @@ def test_unused_block_table_entries_are_not_checked():
 # --- the same checks in bf16 on a GPU (each sequence through the fused kernels that cover it) --------------
 
 @requires_cuda
-@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("dim", [64, 128], ids=lambda d: f"d{d}")
 @pytest.mark.parametrize("bias_name", list(BIASES))
 @pytest.mark.parametrize("layout", ["packed_seqused", "paged16_seqused", "paged64_cu", "paged16_both"])
 @pytest.mark.parametrize("group", [1, 4, 8])
@@ -418,7 +418,7 @@ def fused_calls(monkeypatch):
 
 
 @requires_cuda
-@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("dim", [64, 128], ids=lambda d: f"d{d}")
 @pytest.mark.parametrize("bias_name", list(BIASES))
 @pytest.mark.parametrize("layout", ["packed_seqused", "paged16_seqused", "paged64_cu", "paged16_both"])
 @pytest.mark.parametrize("group", [1, 4, 8])
@@ -434,7 +434,7 @@ PREFILL_LENGTHS = [(113, 300), (0, 5), (1, 1), (300, 17), (17, 0), (64, 200), (4
 
 
 @requires_cuda
-@pytest.mark.parametrize("dim", [64, 128, 256])
+@pytest.mark.parametrize("dim", [64, 128, 256], ids=lambda d: f"d{d}")
 @pytest.mark.parametrize("bias_name", list(BIASES))
 @pytest.mark.parametrize("layout", ["packed_seqused", "paged16_seqused", "paged64_cu"])
 def test_gpu_prefill_batch_runs_in_one_launch(layout, bias_name, dim, fused_calls):

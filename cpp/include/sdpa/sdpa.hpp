@@ -15,6 +15,7 @@
 
 #include "sdpa/bias.hpp"
 #include "sdpa/dtype.hpp"
+#include "sdpa/kv_cache.hpp"
 #include "sdpa/problem.hpp"
 #include "sdpa/status.hpp"
 

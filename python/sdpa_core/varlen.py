@@ -65,7 +65,9 @@ def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_
             (and must be in [0, total_pages)); later entries and unused pages may hold anything. Any
             page_size is accepted, on the kernels too (they find each key row's page).
         num_splits: None or an int >= 1, torch's split-KV override: the split count of the one-launch path
-            (1: a sequence's result does not depend on the batch around it). The per-sequence path ignores it.
+            (1: a sequence's result does not depend on the batch around it; the batch then runs the prefill
+            kernels even when every sequence is a decode step, which is slower). The per-sequence path
+            ignores it.
         causal: None, or a ``CausalVariant`` (ours or torch's) applied per sequence: ``UPPER_LEFT``
             keeps key j for query i when j <= i; ``LOWER_RIGHT`` when j <= i + (Lk - Lq), aligning a
             sequence's last query with its last used key (decoding, chunked prefill).

@@ -40,7 +40,8 @@ struct AttentionProblem {
   void* stream = nullptr;  // cudaStream_t; nullptr = the legacy default stream
   // Split-KV decode (seqlen_q <= 16, with a workspace): how many parts each key range is cut into.
   // 0 = chosen from the problem and the SM count; 1 = no split, so a row's result does not depend on how
-  // requests are batched; n = at most n (at most one key tile per part).
+  // requests are batched (a variable-length batch then always runs the prefill kernels, since the family
+  // that would run it depends on its longest sequence); n = at most n (at most one key tile per part).
   int num_splits = 0;
 
   // Variable-length batches (cu_seqlens_q set; the split-KV decode kernels for seqlen_q <= 16 with a

@@ -126,6 +126,13 @@ Status DecodeSm80<Bias, kDType, kHeadDim>::can_implement(const AttentionProblem&
   if (problem.is_varlen() && Bias::kKind == BiasKind::kDense) {
     return Status::error(StatusCode::kUnsupported, "decode_sm80: a dense bias has no variable-length layout");
   }
+  if (problem.is_varlen() && problem.num_splits == 1) {
+    // Batch invariance: which family runs a varlen batch would depend on its longest sequence, so a
+    // sequence's result would change with the batch around it; the prefill kernels take every such batch.
+    return Status::error(StatusCode::kUnsupported,
+                         "decode_sm80: num_splits 1 on a variable-length batch runs the prefill kernels, whatever "
+                         "its sequences' lengths, so each sequence's result does not depend on the batch");
+  }
   if (problem.seqlen_q > kSplitKvMaxSeqlenQ) {
     return Status::error(StatusCode::kUnsupported, "decode_sm80: seqlen_q " + std::to_string(problem.seqlen_q) +
                                                        " is above " + std::to_string(kSplitKvMaxSeqlenQ));

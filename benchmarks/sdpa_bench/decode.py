@@ -177,18 +177,22 @@ def report(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--md", help="write the table here too")
+def run_cli(doc: str, make_text, argv=None) -> None:
+    """The serving benchmarks' command line: --md, --warmup-ms, --rep-ms; make_text(warmup_ms, rep_ms)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--md", help="write the tables here too")
     parser.add_argument("--warmup-ms", type=float, default=25.0)
     parser.add_argument("--rep-ms", type=float, default=100.0)
     args = parser.parse_args(argv)
-    rows = [run_case(case, args.warmup_ms, args.rep_ms) for case in CASES]
-    text = report(rows)
+    text = make_text(args.warmup_ms, args.rep_ms)
     print(text)
     if args.md:
         with open(args.md, "w") as f:
             f.write(text)
+
+
+def main(argv=None) -> None:
+    run_cli(__doc__, lambda warmup, rep: report([run_case(case, warmup, rep) for case in CASES]), argv)
 
 
 if __name__ == "__main__":

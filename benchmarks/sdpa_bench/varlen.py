@@ -15,7 +15,6 @@ is timed too, for the prefill batch). Every varlen output is compared with the d
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import inspect
 import platform
@@ -29,7 +28,7 @@ from sdpa_core import _kernels
 from sdpa_core._kernel_bias import KernelBias
 
 from .contenders import one_line
-from .decode import CASES, _inputs, _ours
+from .decode import CASES, _inputs, _ours, run_cli
 from .timing import median_ms
 
 LOWER_RIGHT = sdpa_core.CausalVariant.LOWER_RIGHT
@@ -172,20 +171,12 @@ def _torch_causal(q, k, v, backend):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--md", help="write the tables here too")
-    parser.add_argument("--warmup-ms", type=float, default=25.0)
-    parser.add_argument("--rep-ms", type=float, default=100.0)
-    args = parser.parse_args(argv)
-    head = [f"# Serving layouts ({torch.cuda.get_device_name()}, {datetime.date.today()}, torch {torch.__version__}, "
-            f"Python {platform.python_version()})", ""]
-    lines = head + paged_decode_rows(args.warmup_ms, args.rep_ms) + [""] + \
-        varlen_prefill_rows(args.warmup_ms, args.rep_ms)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(text)
+    def text(warmup_ms: float, rep_ms: float) -> str:
+        head = [f"# Serving layouts ({torch.cuda.get_device_name()}, {datetime.date.today()}, "
+                f"torch {torch.__version__}, Python {platform.python_version()})", ""]
+        lines = head + paged_decode_rows(warmup_ms, rep_ms) + [""] + varlen_prefill_rows(warmup_ms, rep_ms)
+        return "\n".join(lines) + "\n"
+    run_cli(__doc__, text, argv)
 
 
 if __name__ == "__main__":

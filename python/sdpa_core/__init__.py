@@ -10,7 +10,7 @@ from .functional import scaled_dot_product_attention
 from .kv_cache import kv_cache_append
 from .policy import dispatch_policy
 from .variants import CausalVariant
-from .varlen import varlen_attn
+from .varlen import explain_varlen, varlen_attn
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "alibi_slopes",
     "scaled_dot_product_attention",
     "varlen_attn",
+    "explain_varlen",
     "kv_cache_append",
     "explain",
     "dispatch_policy",

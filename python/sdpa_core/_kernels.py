@@ -142,13 +142,11 @@ def _run_forward(query, key, value, bias, scale: float, out, lse, num_splits: in
     return _launch(problem, fields, scale, query.device, query.shape[2] <= SPLIT_KV_MAX_SEQLEN_Q)
 
 
-def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table,
-                       max_q: int, max_k: int, num_splits: int, out, lse) -> bool:
-    """One launch for a whole variable-length batch (libsdpa's split-KV decode kernels for max_q <= 16, its
-    prefill kernels beyond): query
-    and out (Tq, Hq, D), key/value packed (Tk, Hkv, D) or a page pool (pages, page_size, Hkv, D), the int32
-    index tensors on the device as torch's varlen_attn takes them, lse (Tq, Hq) float32 or None. False when
-    libsdpa has no kernel for it. Reads no tensor data on the host."""
+def _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q: int, max_k: int,
+                    num_splits: int, out, lse) -> tuple[list[int], list[int]]:
+    """The binding's (problem, bias) fields for a variable-length batch: query and out (Tq, Hq, D),
+    key/value packed (Tk, Hkv, D) or a page pool (pages, page_size, Hkv, D), the int32 index tensors on the
+    device as torch's varlen_attn takes them, lse (Tq, Hq) float32 or None."""
     tokens = lambda t: [t.data_ptr(), 0, t.stride(1), t.stride(0)]
     if block_table is not None:
         kv = lambda t: [t.data_ptr(), t.stride(0), t.stride(2), t.stride(1)]
@@ -161,8 +159,27 @@ def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k
                              [tokens(query), kv(key), kv(value), tokens(out)], ptr(lse), _current_stream(query.device),
                              num_splits, (cu_seq_q.data_ptr(), ptr(cu_seq_k), ptr(seqused_k), *pages))
     slopes = [0, 0, 0] if bias.slopes is None else [bias.slopes.data_ptr(), 0, bias.slopes.stride(0)]
-    fields = [int(bias.kind), int(bias.causal or 0), *slopes, 0, _C.DTYPE_BOOL, 0, 0, 0, 0]
+    return problem, [int(bias.kind), int(bias.causal or 0), *slopes, 0, _C.DTYPE_BOOL, 0, 0, 0, 0]
+
+
+def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table,
+                       max_q: int, max_k: int, num_splits: int, out, lse) -> bool:
+    """One launch for a whole variable-length batch (_varlen_problem's arguments): libsdpa's split-KV decode
+    kernels for max_q <= 16, its prefill kernels beyond. False when libsdpa has no kernel for it. Reads no
+    tensor data on the host."""
+    problem, fields = _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q,
+                                      max_k, num_splits, out, lse)
     return _launch(problem, fields, scale, query.device, True)
+
+
+def select_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q: int,
+                  max_k: int, num_splits: int) -> tuple[str, str, str]:
+    """(kernel, reason, details) that try_forward_varlen would run for these inputs, without launching:
+    the kernel's name and what it does for them, or "" and why no kernel takes them."""
+    problem, fields = _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q,
+                                      max_k, num_splits, query, None)
+    kernel, reason = _C.select_forward(problem, scale, fields)
+    return kernel, reason, _C.describe_forward(problem, scale, fields) if kernel else ""
 
 
 def _launch(problem: list[int], fields: list[int], scale: float, device, decode: bool) -> bool:

@@ -11,9 +11,12 @@ with its own bias object, so every device and dtype works. ``explain()`` describ
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from . import _dispatch, _kernel_bias, _kernels, _validate
+from . import _dispatch, _kernels, _validate
+from . import _kernel_bias as _kernel_bias_module
 from .bias import AlibiBias, CausalBias
 from .errors import SdpaTypeError, SdpaValueError
 from .functional import scaled_dot_product_attention
@@ -91,28 +94,19 @@ def varlen_attn(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_
     materialized; float64 for float64 inputs); the one-launch path takes it from the kernel. It carries no
     gradient.
     """
-    _validate.check_tensor_types(query, key, value)
-    _validate.check_scalars(0.0, False, scale, enable_gqa)
-    variant = _check_causal(causal)
-    _check_num_splits(num_splits)
     if not isinstance(return_lse, bool):
         raise SdpaTypeError(f"return_lse must be a bool; got {type(return_lse).__name__}")
-    paged = block_table is not None
-    heads_q, heads_kv, dim = _check_qkv(query, key, value, paged, enable_gqa)
-    q_starts = _cu_lengths("cu_seq_q", cu_seq_q, query, total=query.shape[0])
+    c = _checked(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale, enable_gqa, seqused_k, block_table,
+                 num_splits, causal, alibi_slopes)
+    variant, paged, heads_q, heads_kv, dim = c.variant, c.paged, c.heads_q, c.heads_kv, c.dim
+    q_starts, k_starts, used, pages = c.q_starts, c.k_starts, c.used, c.pages
     n = len(q_starts) - 1
-    k_starts, used = _key_lengths(key, query, cu_seq_k, seqused_k, block_table, n, paged)
-    _check_max("max_q", max_q, [q_starts[b + 1] - q_starts[b] for b in range(n)], "query length")
-    _check_max("max_k", max_k, used, "used key length")
-    if alibi_slopes is not None:
-        _check_slopes(alibi_slopes, query, heads_q)
-    pages = _used_pages(block_table, used, key) if paged else None
-
-    scale_value = _dispatch.default_scale(query, scale)
-    fused = _fused(query, key, value, alibi_slopes, variant, scale_value, cu_seq_q, cu_seq_k, seqused_k,
-                   block_table, max(used, default=0), q_starts, num_splits, return_lse)
-    if fused is not None:
-        return fused
+    scale_value = c.scale
+    if not _one_launch_refusal(query, key, value, alibi_slopes, c):
+        fused = _fused(query, key, value, alibi_slopes, c, cu_seq_q, cu_seq_k, seqused_k, block_table, num_splits,
+                       return_lse)
+        if fused is not None:
+            return fused
     outs, lses = [], []
     for b in range(n):
         len_q, len_k = q_starts[b + 1] - q_starts[b], used[b]
@@ -194,27 +188,113 @@ def _check_index_tensor(name: str, t, query, shape_text: str, dims: int) -> None
         raise SdpaValueError(f"{name} is on {t.device} but query is on {query.device}")
 
 
-def _fused(query, key, value, slopes, variant, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table,
-           max_k: int, q_starts: list[int], num_splits, return_lse: bool):
-    """The whole batch in one launch of libsdpa (split-KV decode kernels up to 16 queries per sequence,
-    prefill kernels beyond), or None where no kernel takes it: off CUDA, other dtypes, a gradient to
-    compute (the kernels' backward takes dense batches only)."""
-    max_q = max((q_starts[b + 1] - q_starts[b] for b in range(len(q_starts) - 1)), default=0)
-    if (not ONE_LAUNCH or not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16) or max_q == 0
-            or max_k == 0 or slopes is not None and slopes.requires_grad
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    """varlen_attn's arguments after the checks, with the lengths read on the host."""
+    variant: CausalVariant | None
+    paged: bool
+    heads_q: int
+    heads_kv: int
+    dim: int
+    q_starts: list[int]
+    k_starts: list[int] | None
+    used: list[int]
+    pages: list | None
+    scale: float
+
+    @property
+    def max_q(self) -> int:
+        return max((self.q_starts[b + 1] - self.q_starts[b] for b in range(len(self.q_starts) - 1)), default=0)
+
+    @property
+    def max_k(self) -> int:
+        return max(self.used, default=0)
+
+
+def _checked(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale, enable_gqa, seqused_k, block_table,
+             num_splits, causal, alibi_slopes) -> _Checked:
+    """Every argument check of varlen_attn (the message names the argument); reads the lengths and the used
+    block-table entries on the host (one device sync)."""
+    _validate.check_tensor_types(query, key, value)
+    _validate.check_scalars(0.0, False, scale, enable_gqa)
+    variant = _check_causal(causal)
+    _check_num_splits(num_splits)
+    paged = block_table is not None
+    heads_q, heads_kv, dim = _check_qkv(query, key, value, paged, enable_gqa)
+    q_starts = _cu_lengths("cu_seq_q", cu_seq_q, query, total=query.shape[0])
+    n = len(q_starts) - 1
+    k_starts, used = _key_lengths(key, query, cu_seq_k, seqused_k, block_table, n, paged)
+    _check_max("max_q", max_q, [q_starts[b + 1] - q_starts[b] for b in range(n)], "query length")
+    _check_max("max_k", max_k, used, "used key length")
+    if alibi_slopes is not None:
+        _check_slopes(alibi_slopes, query, heads_q)
+    pages = _used_pages(block_table, used, key) if paged else None
+    return _Checked(variant, paged, heads_q, heads_kv, dim, q_starts, k_starts, used, pages,
+                    _dispatch.default_scale(query, scale))
+
+
+def _one_launch_refusal(query, key, value, slopes, c: _Checked) -> str:
+    """Why the batch cannot be one launch of libsdpa, or "" when it may (the kernels then have the last
+    word: a build without the head dim, say)."""
+    if not ONE_LAUNCH:
+        return "sdpa_core.varlen.ONE_LAUNCH is False"
+    if not query.is_cuda:
+        return f"the inputs are on {query.device}, not a CUDA device"
+    if query.dtype not in (torch.float16, torch.bfloat16):
+        return f"the kernels take float16 and bfloat16, not {query.dtype}"
+    if c.max_q == 0 or c.max_k == 0:
+        return "no sequence has both a query and a key (the outputs are zeros)"
+    if (slopes is not None and slopes.requires_grad
             or torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))):
-        return None
+        return "a gradient is needed and the kernels' backward takes (B, H, S, D) batches only"
     if not all(_kernels.is_aligned(t) for t in (query, key, value)):
-        return None
-    bias = _kernel_bias.KernelBias.alibi(slopes, variant) if slopes is not None else \
-        _kernel_bias.KernelBias.causal_only(variant)
+        return "query/key/value rows are not 16-byte aligned"
+    return ""
+
+
+def _kernel_bias(slopes, variant):
+    return (_kernel_bias_module.KernelBias.alibi(slopes, variant) if slopes is not None
+            else _kernel_bias_module.KernelBias.causal_only(variant))
+
+
+def _fused(query, key, value, slopes, c: _Checked, cu_seq_q, cu_seq_k, seqused_k, block_table, num_splits,
+           return_lse: bool):
+    """The whole batch in one launch of libsdpa (split-KV decode kernels up to 16 queries per sequence,
+    prefill kernels beyond), or None when no compiled kernel takes it."""
     out = torch.empty_like(query)
     lse = torch.empty(query.shape[:2], dtype=torch.float32, device=query.device) if return_lse else None
-    ran = _kernels.try_forward_varlen(query, key, value, bias, scale, cu_seq_q, cu_seq_k, seqused_k, block_table,
-                                      max_q, max_k, num_splits or 0, out, lse)
+    ran = _kernels.try_forward_varlen(query, key, value, _kernel_bias(slopes, c.variant), c.scale, cu_seq_q,
+                                      cu_seq_k, seqused_k, block_table, c.max_q, c.max_k, num_splits or 0, out, lse)
     if not ran:
         return None
     return (out, lse) if return_lse else out
+
+
+def explain_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq_q: torch.Tensor,
+                   cu_seq_k: torch.Tensor | None, max_q: int, max_k: int, *, scale: float | None = None,
+                   enable_gqa: bool = False, seqused_k: torch.Tensor | None = None,
+                   block_table: torch.Tensor | None = None, num_splits: int | None = None,
+                   causal: CausalVariant | None = None, alibi_slopes: torch.Tensor | None = None) -> str:
+    """What ``varlen_attn`` does with these arguments, without running it: one launch of which libsdpa
+    kernel and what that kernel does for the batch (split count, packing, paged or packed keys), or the
+    per-sequence path and why. Runs varlen_attn's argument checks (the same exceptions; one device sync)."""
+    c = _checked(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale, enable_gqa, seqused_k, block_table,
+                 num_splits, causal, alibi_slopes)
+    keys = f"paged (page_size {key.shape[1]})" if c.paged else "packed"
+    lines = [f"batch: {len(c.q_starts) - 1} sequences, longest {c.max_q} queries and {c.max_k} keys; keys {keys}; "
+             f"causal: {c.variant.name if c.variant else 'none'}; ALiBi: {'yes' if alibi_slopes is not None else 'no'}"]
+    reason = _one_launch_refusal(query, key, value, alibi_slopes, c)
+    if not reason:
+        kernel, reason, details = _kernels.select_varlen(
+            query, key, value, _kernel_bias(alibi_slopes, c.variant), c.scale, cu_seq_q, cu_seq_k, seqused_k,
+            block_table, c.max_q, c.max_k, num_splits or 0)
+        if kernel:
+            lines.append(f"path: one launch of fused kernel {kernel}")
+            if details:
+                lines.append(f"note: {details}")
+            return "\n".join(lines)
+    lines.append(f"path: each sequence through scaled_dot_product_attention, because: {reason}")
+    return "\n".join(lines)
 
 
 def _cu_lengths(name: str, cu, query, total: int | None) -> list[int]:

@@ -479,3 +479,30 @@ def _single_sequence(args, kwargs, b):
         k, v, one_cu_k, table = key[k0:k1], value[k0:k1], as_cu(k1 - k0), None
     one_args = (query[q0:q1], k, v, as_cu(q1 - q0), one_cu_k, q1 - q0, length)
     return one_args, {"enable_gqa": kwargs["enable_gqa"], "block_table": table, "seqused_k": used}
+
+
+def test_explain_varlen_names_the_path_and_checks_like_varlen_attn(monkeypatch):
+    """On the CPU explain_varlen says the batch runs per sequence and why; it raises varlen_attn's errors."""
+    args, kwargs, _ = make_case("paged16_both", 2, 4, 16, torch.float32, lengths=[(3, 5), (0, 2), (20, 30)])
+    text = sdpa_core.explain_varlen(*args, **kwargs, causal=CausalVariant.LOWER_RIGHT)
+    assert "batch: 3 sequences, longest 20 queries and 30 keys; keys paged (page_size 16)" in text
+    assert "causal: LOWER_RIGHT" in text
+    assert "path: each sequence through scaled_dot_product_attention, because: the inputs are on cpu" in text
+    from sdpa_core import varlen as varlen_module
+    monkeypatch.setattr(varlen_module, "ONE_LAUNCH", False)
+    assert "because: sdpa_core.varlen.ONE_LAUNCH is False" in sdpa_core.explain_varlen(*args, **kwargs)
+    bad = list(args)
+    bad[5] = 1  # max_q below the longest sequence
+    with pytest.raises(sdpa_core.SdpaValueError, match="max_q"):
+        sdpa_core.explain_varlen(*bad, **kwargs)
+
+
+@requires_cuda
+def test_gpu_explain_varlen_names_the_kernel():
+    """explain_varlen names the kernel the one launch runs: decode for <= 16 queries, prefill beyond."""
+    for lengths, family in ((DECODE_LENGTHS, "decode_sm80"), (PREFILL_LENGTHS, "fwd_sm80")):
+        args, kwargs, _ = make_case("paged16_seqused", 2, 4, 128, torch.bfloat16, device="cuda", lengths=lengths)
+        text = sdpa_core.explain_varlen(*args, **kwargs, causal=CausalVariant.LOWER_RIGHT)
+        assert f"path: one launch of fused kernel {family}<CausalLowerRight, bfloat16, hd128>" in text, text
+        if family == "decode_sm80":
+            assert "keys paged (page_size 16)" in text.splitlines()[-1], text

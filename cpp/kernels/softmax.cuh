@@ -32,14 +32,21 @@ __device__ __forceinline__ float quad_allreduce_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 1);
 }
 
-// The fp32 accumulator layout ((2, 2), MMA_M, MMA_N) of the 16x8 atom viewed as ((2, MMA_M), (2, MMA_N)):
-// rows first, so row r of the view is one query row.
+// The fp32 accumulator layout viewed as (rows, columns), rows first, so row r of the view is one query row:
+// mma.sync's 16x8 atom ((2, 2), MMA_M, MMA_N) -> ((2, MMA_M), (2, MMA_N)); wgmma's 64xN atom
+// ((2, 2, N / 8), MMA_M, MMA_N) -> ((2, MMA_M), (2, N / 8, MMA_N)). Both give a thread two adjacent columns
+// per group and rows r and r + 8 of a quad, so the quad reductions below serve both.
 template <class Layout>
 __device__ __forceinline__ auto acc_rowcol_layout(Layout acc) {
   using namespace cute;
   static_assert(decltype(rank(acc))::value == 3, "expects an MMA C-fragment layout");
-  auto l = logical_divide(acc, Shape<_2>{});  // mode 0 as (column pair, row half)
-  return make_layout(make_layout(get<0, 1>(l), get<1>(l)), make_layout(get<0, 0>(l), get<2>(l)));
+  if constexpr (decltype(rank<0>(acc))::value == 3) {  // wgmma: (column pair, row half, column group)
+    return make_layout(make_layout(get<0, 1>(acc), get<1>(acc)),
+                       make_layout(get<0, 0>(acc), get<0, 2>(acc), get<2>(acc)));
+  } else {
+    auto l = logical_divide(acc, Shape<_2>{});  // mode 0 as (column pair, row half)
+    return make_layout(make_layout(get<0, 1>(l), get<1>(l)), make_layout(get<0, 0>(l), get<2>(l)));
+  }
 }
 
 template <class Tensor>

@@ -61,11 +61,19 @@ sdpa::BackwardProblem aligned_backward_problem(DType dtype = DType::kBFloat16, i
 
 bool device_visible() { return sdpa::current_compute_capability() > 0; }
 
+// The forward family dispatch prefers on this device: the Hopper kernels where they are compiled
+// (SDPA_BUILD_SM90, the same traits, dtypes and head dims as the sm80 ones) and the device is sm90.
+std::string prefill_family();
+
 // How many compiled kernels belong to `family` ("fwd_sm80", "bwd_sm80").
 int count_family(const std::string& family) {
   const std::vector<std::string> names = sdpa::compiled_kernels();
   return static_cast<int>(std::count_if(names.begin(), names.end(),
                                         [&](const std::string& name) { return name.rfind(family + "<", 0) == 0; }));
+}
+
+std::string prefill_family() {
+  return sdpa::current_compute_capability() >= 90 && count_family("fwd_sm90") > 0 ? "fwd_sm90" : "fwd_sm80";
 }
 
 // Every bias the API can express, with the parameters validate() wants present.
@@ -94,12 +102,12 @@ TEST(Dispatch, CompiledKernelsMatchTheBuild) {
   EXPECT_FALSE(names.empty()) << "a CUDA build with no kernel in SDPA_KERNEL_* lists";
   std::set<std::string> trait_names;
   for (const BiasDesc& bias : all_biases(DType::kBFloat16)) trait_names.insert(sdpa::bias_trait_name(bias));
-  const std::regex pattern(R"((fwd|decode|bwd)_sm80<(\w+), (bfloat16|float16), hd(\d+)>)");
+  const std::regex pattern(R"(((fwd|decode|bwd)_sm80|fwd_sm90)<(\w+), (bfloat16|float16), hd(\d+)>)");
   std::set<std::string> seen;
   for (const std::string& name : names) {
     std::smatch match;
     ASSERT_TRUE(std::regex_match(name, match, pattern)) << name;
-    EXPECT_TRUE(trait_names.count(match[2])) << name << " names an unknown bias trait";
+    EXPECT_TRUE(trait_names.count(match[3])) << name << " names an unknown bias trait";
     EXPECT_TRUE(seen.insert(name).second) << name << " is listed twice";
   }
 }
@@ -225,10 +233,11 @@ int expect_each_compiled_kernel_selected(const std::string& family, Select selec
 TEST(Dispatch, EveryCompiledKernelIsSelected) {
   if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
   if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
-  const int checked = expect_each_compiled_kernel_selected("fwd_sm80", [](DType dtype, int head_dim, const BiasDesc& bias) {
+  const std::string family = prefill_family();
+  const int checked = expect_each_compiled_kernel_selected(family, [](DType dtype, int head_dim, const BiasDesc& bias) {
     return sdpa::select_forward(aligned_problem(dtype, head_dim), bias);
   });
-  EXPECT_EQ(checked, count_family("fwd_sm80")) << "some compiled kernel has a head dim outside the list this test walks";
+  EXPECT_EQ(checked, count_family(family)) << "some compiled kernel has a head dim outside the list this test walks";
 }
 
 // A decode problem (Sq = 1) takes the split-KV family wherever it is compiled for the trait, and the
@@ -252,7 +261,7 @@ TEST(Dispatch, EveryCompiledDecodeKernelIsSelected) {
           EXPECT_EQ(choice.kernel, "decode_sm80" + suffix) << choice.status.message;
           EXPECT_GT(sdpa::forward_workspace_size(problem, bias), 0u) << suffix;
         } else if (choice.status.ok()) {
-          EXPECT_EQ(choice.kernel, "fwd_sm80" + suffix);
+          EXPECT_EQ(choice.kernel, prefill_family() + suffix);
         }
         problem.seqlen_q = sdpa::kSplitKvMaxSeqlenQ + 1;
         EXPECT_NE(sdpa::select_forward(problem, bias).kernel.rfind("decode_sm80", 0), 0u) << suffix;

@@ -10,6 +10,7 @@
 
 #include "bias/bias_trait.cuh"
 #include "common/launch_checks.hpp"
+#include "common/launch_forms.hpp"
 #include "common/params.hpp"
 #include "common/problem_checks.hpp"
 #include "common/score_mod.cuh"
@@ -24,17 +25,24 @@ namespace sdpa {
 
 namespace sm80 {
 
-template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
-Status launch_fwd_kernel(const AttentionProblem& problem, const FwdParams<typename Bias::Params>& params) {
-  auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kForm, kVarlen>;
-  constexpr int kSmem = Traits::kSmemBytes +
-      ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
-  if (Status s = allow_smem(kernel, kSmem, "launch_fwd_sm80"); !s.ok()) return s;
-  // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
-  const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
-  kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(params);
-  return launch_status("launch_fwd_sm80", "kernel");
-}
+// Launches one instantiation of the kernel (launch_in_form() picks which).
+template <class Traits, class Bias>
+struct FwdLauncher {
+  const AttentionProblem& problem;
+  const FwdParams<typename Bias::Params>& params;
+
+  template <BiasForm kForm, bool kVarlen>
+  Status launch() const {
+    auto kernel = flash_fwd_kernel_sm80<Traits, Bias, kForm, kVarlen>;
+    constexpr int kSmem = Traits::kSmemBytes +
+        ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
+    if (Status s = allow_smem(kernel, kSmem, "launch_fwd_sm80"); !s.ok()) return s;
+    // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
+    const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
+    kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(params);
+    return launch_status("launch_fwd_sm80", "kernel");
+  }
+};
 
 }  // namespace sm80
 
@@ -58,27 +66,7 @@ Status FwdSm80<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, con
   const typename Bias::Params bias_params = Bias::make_params(bias);
   const BiasForm form = select_bias_form<Bias>(problem, bias_params);
   const auto params = make_fwd_params<Bias>(problem, bias_params, form);
-  if constexpr (Bias::kKind != BiasKind::kDense) {  // validate() keeps dense biases off varlen batches
-    if (problem.is_varlen()) {
-      // select_bias_form() gives a varlen batch the elementwise form, or the split one where it holds for
-      // every length; staging is not compiled for it.
-      if constexpr (Bias::kSplittable) {
-        if (form == BiasForm::kSplit) {
-          return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kSplit, true>(problem, params);
-        }
-      }
-      return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kElementwise, true>(problem, params);
-    }
-  }
-  if constexpr (Bias::kSplittable) {
-    if (form == BiasForm::kSplit) return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kSplit, false>(problem, params);
-  }
-  if constexpr (Bias::kStagesTile) {
-    if (form == BiasForm::kStaged) {
-      return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kStaged, false>(problem, params);
-    }
-  }
-  return sm80::launch_fwd_kernel<Traits, Bias, BiasForm::kElementwise, false>(problem, params);
+  return launch_in_form<Bias>(problem, form, sm80::FwdLauncher<Traits, Bias>{problem, params});
 }
 
 }  // namespace sdpa

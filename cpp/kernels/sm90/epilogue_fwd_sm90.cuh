@@ -1,0 +1,81 @@
+// The sm90 forward epilogue: normalized O from the wgmma accumulator straight to global memory (each thread
+// holds pairs of adjacent columns: one 4-byte store per pair), and the LSE.
+#pragma once
+
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <math_constants.h>
+
+#include "common/seq_info.hpp"
+#include "common/tile_scheduler.hpp"
+
+namespace sdpa {
+namespace sm90 {
+
+template <class Traits>
+struct EpilogueFwdSm90 {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+
+  // acc_o_rc: the normalized O as (rows, columns); coord_o: the (row, column) in the tile of each element;
+  // coord_rc: the same for the score tile (its rows give the LSE's rows).
+  template <class Params, class TensorO, class TensorCO, class TensorC, int kNRows>
+  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o_rc,
+                                               TensorCO const& coord_o, TensorC const& coord_rc,
+                                               float (&lse)[kNRows], FwdTile const& tile) {
+    using namespace cute;
+    const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
+    Element* o = output_rows(p, seq, tile);
+#pragma unroll
+    for (int r = 0; r < size<0>(acc_o_rc); ++r) {
+      const int row = get<0>(coord_o(r, 0));
+      if (row >= rows_left) continue;
+      Element* dst = o + int64_t(row) * p.o.stride_seq;
+#pragma unroll
+      for (int k = 0; k < size<1>(acc_o_rc); k += 2) {
+        alignas(4) Element pair[2] = {Element(acc_o_rc(r, k)), Element(acc_o_rc(r, k + 1))};
+        *reinterpret_cast<uint32_t*>(dst + get<1>(coord_o(r, k))) = *reinterpret_cast<const uint32_t*>(pair);
+      }
+    }
+    if (p.lse == nullptr) return;
+#pragma unroll
+    for (int r = 0; r < kNRows; ++r) {
+      const int row = get<0>(coord_rc(r, 0));
+      // A row lives in the four lanes of a quad; the one holding column 0 writes it.
+      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[lse_index(p, seq, tile, row)] = lse[r];
+    }
+  }
+
+  // A block whose rows see no key at all writes O = 0 and LSE = -inf.
+  template <class Params>
+  static __device__ __forceinline__ void store_empty(Params const& p, SeqInfo const& seq, FwdTile const& tile) {
+    const int rows = min(kBlockM, seq.seqlen_q - tile.m_block * kBlockM);
+    constexpr int kVec = 16 / int(sizeof(Element));
+    Element* o = output_rows(p, seq, tile);
+    for (int i = threadIdx.x; i < rows * (kHeadDim / kVec); i += blockDim.x) {
+      const int row = i / (kHeadDim / kVec), col = (i % (kHeadDim / kVec)) * kVec;
+      *reinterpret_cast<uint4*>(o + int64_t(row) * p.o.stride_seq + col) = make_uint4(0u, 0u, 0u, 0u);
+    }
+    if (p.lse == nullptr) return;
+    for (int row = threadIdx.x; row < rows; row += blockDim.x) p.lse[lse_index(p, seq, tile, row)] = -CUDART_INF_F;
+  }
+
+ private:
+  // The block's first output row.
+  template <class Params>
+  static __device__ __forceinline__ Element* output_rows(Params const& p, SeqInfo const& seq, FwdTile const& tile) {
+    return static_cast<Element*>(const_cast<void*>(p.o.data)) +
+           seq.q_offset(p.o, tile.batch, tile.head_q, tile.m_block * kBlockM);
+  }
+
+  template <class Params>
+  static __device__ __forceinline__ int64_t lse_index(Params const& p, SeqInfo const& seq, FwdTile const& tile,
+                                                      int row) {
+    return seq.lse_index(tile.batch, tile.head_q, tile.m_block * kBlockM + row, p.heads_q, p.seqlen_q);
+  }
+};
+
+}  // namespace sm90
+}  // namespace sdpa

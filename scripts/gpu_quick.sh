@@ -11,7 +11,7 @@ BIASES=${SDPA_KERNEL_BIASES:-NoBias;CausalUpperLeft;CausalLowerRight;Alibi;Alibi
 {
   cmake -S . -B $B -G Ninja -DSDPA_ENABLE_CUDA=ON -DSDPA_CUDA_ARCHS=90 -DSDPA_KERNEL_BIASES="$BIASES" \
     -DSDPA_KERNEL_DTYPES="${SDPA_KERNEL_DTYPES:-bf16}" -DSDPA_KERNEL_HEAD_DIMS="${SDPA_KERNEL_HEAD_DIMS:-128}" \
-    -DSDPA_BUILD_BACKWARD=OFF -DCMAKE_INSTALL_PREFIX=$B/install && cmake --build $B -j16 && cmake --install $B &&
+    -DSDPA_BUILD_BACKWARD=OFF -DSDPA_BUILD_SM90="${SDPA_BUILD_SM90:-OFF}" -DCMAKE_INSTALL_PREFIX=$B/install && cmake --build $B -j16 && cmake --install $B &&
   python3 -m pip install -q --no-build-isolation --no-deps . -C build-dir=/tmp/sdpa-quick-py \
     -C cmake.define.SDPA_USE_INSTALLED=ON -C cmake.define.sdpa_DIR=$B/install/lib/cmake/sdpa
 } >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }

@@ -3,6 +3,7 @@
 // reason a person can act on.
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,15 @@ const AttentionProblem& forward_of(const AttentionProblem& problem) { return pro
 const AttentionProblem& forward_of(const BackwardProblem& problem) { return problem.forward; }
 
 // Everything after validation: a CUDA build, a dtype the kernels read, a visible device, then the table.
+// SDPA_MAX_ARCH from the environment, read once; 0 when unset or not a number.
+int max_arch_from_environment() {
+  static const int limit = [] {
+    const char* value = std::getenv("SDPA_MAX_ARCH");
+    return value != nullptr ? std::atoi(value) : 0;
+  }();
+  return limit;
+}
+
 template <class Problem>
 SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>& registry, Direction direction,
                                       const Problem& problem, const BiasDesc& bias,
@@ -64,8 +74,11 @@ SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>
     return refused<Problem>(unsupported(std::string("fused kernels read float16 or bfloat16 inputs; got ") +
                                         dtype_name(fwd.dtype)));
   }
-  const int capability = current_compute_capability();
+  int capability = current_compute_capability();
   if (capability == 0) return refused<Problem>(unsupported("no CUDA device is visible"));
+  // SDPA_MAX_ARCH (e.g. 80) caps the arch of the kernels considered, as if the device were that old: to time
+  // two kernel families of one build side by side, or to step around one.
+  if (const int limit = max_arch_from_environment(); limit > 0 && limit < capability) capability = limit;
   const KernelKey key = make_key(direction, fwd, bias, variant);
   SelectionFor<Problem> selection = select_kernel(registry, key, capability, problem, bias);
   if (selection.status.code == StatusCode::kNotCompiled) {

@@ -8,12 +8,8 @@
 
 #include <cute/tensor.hpp>
 
-#include "common/block_coord.hpp"
+#include "common/fwd_block.cuh"
 #include "common/params.hpp"
-#include "common/score_mod.cuh"
-#include "common/seq_info.hpp"
-#include "common/tile_range.hpp"
-#include "common/tile_scheduler.hpp"
 #include "sm80/epilogue_fwd_sm80.cuh"
 #include "sm80/kernel_traits_sm80.cuh"
 #include "sm80/mainloop_fwd_sm80.cuh"
@@ -33,21 +29,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
 
-  const FwdTile tile = SingleTileSchedulerFwd::tile();
-  const SeqInfo seq = kVarlen ? SeqInfo::of(p.seq, tile.batch, p.seqlen_q, p.seqlen_kv)
-                              : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
-  // The grid is sized for the longest sequence; the others' blocks past their rows have nothing to do.
-  if (kVarlen && tile.m_block * kBlockM >= seq.seqlen_q) return;
-  const TileRange range = Bias::kv_tiles(PositionSpan::of_block(tile.m_block, kBlockM, seq.seqlen_q), kBlockN,
-                                         seq.seqlen_q, seq.seqlen_kv);
-  if (range.empty()) {
-    Epilogue::store_empty(p, seq, tile);
+  const FwdBlock block = FwdBlock::of<kVarlen, Bias, kBlockM, kBlockN>(p);
+  if (!block.has_rows) return;
+  if (block.range.empty()) {
+    Epilogue::store_empty(p, block.seq, block.tile);
     return;
   }
-  // One query head per block: group 1 in the coordinate, so the whole tile shares one view of the bias.
-  const BlockCoord coord{tile.batch, tile.head_q / p.group_size, tile.head_q, 1, seq.seqlen_q, seq.seqlen_kv};
-  const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, coord, coord.head_q_first), tile.m_block * kBlockM,
-                                        seq.seqlen_q, seq.seqlen_kv};
+  const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
 
   typename Traits::TiledMma mma;
   Tensor acc_o = partition_fragment_C(mma, Shape<Int<kBlockM>, Int<Traits::kHeadDim>>{});
@@ -59,13 +47,15 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   OnlineSoftmax<kNRows> softmax;
 
   extern __shared__ __align__(128) char smem[];
-  Mainloop::run(p, seq, coord, tile.m_block, range, score_mod, mma, acc_o, coord_rc, softmax, smem);
+  Mainloop::run(p, block.seq, block.coord, block.tile.m_block, block.range, score_mod, mma, acc_o, coord_rc,
+                softmax, smem);
 
   float lse[kNRows];
   Tensor acc_o_rc = acc_rowcol(acc_o);
   softmax.finalize(acc_o_rc, p.softmax_c, lse);
   score_mod.adjust_lse(lse, coord_rc);
-  Epilogue::store(p, seq, acc_o, coord_rc, lse, reinterpret_cast<typename Traits::Element*>(smem), mma, tile);
+  Epilogue::store(p, block.seq, acc_o, coord_rc, lse, reinterpret_cast<typename Traits::Element*>(smem), mma,
+                  block.tile);
 }
 
 }  // namespace sdpa

@@ -5,12 +5,8 @@
 
 #include <cute/tensor.hpp>
 
-#include "common/block_coord.hpp"
+#include "common/fwd_block.cuh"
 #include "common/params.hpp"
-#include "common/score_mod.cuh"
-#include "common/seq_info.hpp"
-#include "common/tile_range.hpp"
-#include "common/tile_scheduler.hpp"
 #include "sm90/epilogue_fwd_sm90.cuh"
 #include "sm90/kernel_traits_sm90.cuh"
 #include "sm90/mainloop_fwd_sm90.cuh"
@@ -27,19 +23,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
 
-  const FwdTile tile = SingleTileSchedulerFwd::tile();
-  const SeqInfo seq = kVarlen ? SeqInfo::of(p.seq, tile.batch, p.seqlen_q, p.seqlen_kv)
-                              : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
-  if (kVarlen && tile.m_block * kBlockM >= seq.seqlen_q) return;
-  const TileRange range = Bias::kv_tiles(PositionSpan::of_block(tile.m_block, kBlockM, seq.seqlen_q), kBlockN,
-                                         seq.seqlen_q, seq.seqlen_kv);
-  if (range.empty()) {
-    Epilogue::store_empty(p, seq, tile);
+  const FwdBlock block = FwdBlock::of<kVarlen, Bias, kBlockM, kBlockN>(p);
+  if (!block.has_rows) return;
+  if (block.range.empty()) {
+    Epilogue::store_empty(p, block.seq, block.tile);
     return;
   }
-  const BlockCoord coord{tile.batch, tile.head_q / p.group_size, tile.head_q, 1, seq.seqlen_q, seq.seqlen_kv};
-  const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, coord, coord.head_q_first), tile.m_block * kBlockM,
-                                        seq.seqlen_q, seq.seqlen_kv};
+  const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
 
   typename Traits::TiledMmaQK mma_qk;
   typename Traits::TiledMmaPV mma_pv;
@@ -51,7 +41,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   OnlineSoftmax<kNRows> softmax;
 
   extern __shared__ __align__(128) char smem[];
-  Mainloop::run(p, seq, coord, tile.m_block, range, score_mod, acc_o, coord_rc, softmax, smem);
+  Mainloop::run(p, block.seq, block.coord, block.tile.m_block, block.range, score_mod, acc_o, coord_rc, softmax,
+                smem);
 
   float lse[kNRows];
   Tensor acc_o_rc = acc_rowcol(acc_o);
@@ -59,7 +50,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   score_mod.adjust_lse(lse, coord_rc);
   Tensor coord_o = acc_rowcol(mma_pv.get_thread_slice(threadIdx.x)
                                   .partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<Traits::kHeadDim>>{})));
-  Epilogue::store(p, seq, acc_o_rc, coord_o, coord_rc, lse, tile);
+  Epilogue::store(p, block.seq, acc_o_rc, coord_o, coord_rc, lse, block.tile);
 }
 
 }  // namespace sdpa

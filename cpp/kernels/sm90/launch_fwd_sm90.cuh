@@ -4,15 +4,9 @@
 
 #include <cstddef>
 
-#include <cuda_runtime.h>
-
 #include "bias/bias_trait.cuh"
-#include "common/launch_checks.hpp"
-#include "common/launch_forms.hpp"
-#include "common/params.hpp"
+#include "common/launch_fwd.cuh"
 #include "common/problem_checks.hpp"
-#include "common/score_mod.cuh"
-#include "common/tile_scheduler.hpp"
 #include "sm80/cute_element.hpp"
 #include "sm90/flash_fwd_kernel_sm90.cuh"
 #include "sm90/fwd_sm90.hpp"
@@ -22,20 +16,12 @@ namespace sdpa {
 
 namespace sm90 {
 
-template <class Traits, class Bias>
-struct FwdLauncher {
-  const AttentionProblem& problem;
-  const FwdParams<typename Bias::Params>& params;
-
-  template <BiasForm kForm, bool kVarlen>
-  Status launch() const {
-    auto kernel = flash_fwd_kernel_sm90<Traits, Bias, kForm, kVarlen>;
-    constexpr int kSmem = Traits::kSmemBytes +
-        ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
-    if (Status s = allow_smem(kernel, kSmem, "launch_fwd_sm90"); !s.ok()) return s;
-    const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
-    kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(params);
-    return launch_status("launch_fwd_sm90", "kernel");
+// The kernel template this family launches (common/launch_fwd.cuh).
+struct FwdKernels {
+  static constexpr const char* kName = "launch_fwd_sm90";
+  template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
+  static auto kernel() {
+    return flash_fwd_kernel_sm90<Traits, Bias, kForm, kVarlen>;
   }
 };
 
@@ -58,10 +44,7 @@ template <class Bias, DType kDType, int kHeadDim>
 Status FwdSm90<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void*,
                                             std::size_t) {
   using Traits = KernelTraitsSm90<typename CuteElement<kDType>::type, kHeadDim>;
-  const typename Bias::Params bias_params = Bias::make_params(bias);
-  const BiasForm form = select_bias_form<Bias>(problem, bias_params);
-  const auto params = make_fwd_params<Bias>(problem, bias_params, form);
-  return launch_in_form<Bias>(problem, form, sm90::FwdLauncher<Traits, Bias>{problem, params});
+  return run_forward<sm90::FwdKernels, Traits, Bias>(problem, bias);
 }
 
 }  // namespace sdpa

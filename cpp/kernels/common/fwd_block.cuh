@@ -1,0 +1,44 @@
+// What a forward block knows before its mainloop, arch-free: which tile it owns, its sequence's lengths
+// and offsets, the key tiles its bias lets it see, and the coordinate its bias view is built from. Every
+// forward kernel (sm80, sm90) starts from it.
+#pragma once
+
+#include "common/block_coord.hpp"
+#include "common/params.hpp"
+#include "common/score_mod.cuh"
+#include "common/seq_info.hpp"
+#include "common/tile_range.hpp"
+#include "common/tile_scheduler.hpp"
+
+namespace sdpa {
+
+struct FwdBlock {
+  FwdTile tile;
+  SeqInfo seq;
+  TileRange range;
+  BlockCoord coord;
+  bool has_rows;  // false: a shorter sequence of a variable-length batch, whose grid fits the longest
+
+  // The block at blockIdx (SingleTileSchedulerFwd) of kBlockM rows and kBlockN-key tiles. kVarlen: lengths
+  // and offsets from the problem's SeqLayout; otherwise the dense layout, known at compile time.
+  template <bool kVarlen, class Bias, int kBlockM, int kBlockN, class Params>
+  static __device__ __forceinline__ FwdBlock of(Params const& p) {
+    FwdBlock b;
+    b.tile = SingleTileSchedulerFwd::tile();
+    b.seq = kVarlen ? SeqInfo::of(p.seq, b.tile.batch, p.seqlen_q, p.seqlen_kv) : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
+    b.has_rows = !kVarlen || b.tile.m_block * kBlockM < b.seq.seqlen_q;
+    b.range = Bias::kv_tiles(PositionSpan::of_block(b.tile.m_block, kBlockM, b.seq.seqlen_q), kBlockN,
+                             b.seq.seqlen_q, b.seq.seqlen_kv);
+    // One query head per block: group 1 in the coordinate, so the whole tile shares one view of the bias.
+    b.coord = {b.tile.batch, b.tile.head_q / p.group_size, b.tile.head_q, 1, b.seq.seqlen_q, b.seq.seqlen_kv};
+    return b;
+  }
+
+  // The block's view of the bias, for tiles whose rows start at m_block * kBlockM.
+  template <class Bias, BiasForm kForm, int kBlockM>
+  __device__ __forceinline__ ScoreMod<Bias, kForm> score_mod(typename Bias::Params const& params) const {
+    return {Bias(params, coord, coord.head_q_first), tile.m_block * kBlockM, seq.seqlen_q, seq.seqlen_kv};
+  }
+};
+
+}  // namespace sdpa

@@ -1,0 +1,47 @@
+// Launching a forward kernel family (sm80, sm90): bias params -> BiasForm -> FwdParams -> the instantiation
+// launch_in_form() picks, on a grid from SingleTileSchedulerFwd. A family says which kernel template it
+// launches and under what name it reports errors:
+//   struct Family {
+//     static constexpr const char* kName = "launch_fwd_sm80";
+//     template <class Traits, class Bias, BiasForm kForm, bool kVarlen> static auto kernel();
+//   };
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common/launch_checks.hpp"
+#include "common/launch_forms.hpp"
+#include "common/params.hpp"
+#include "common/score_mod.cuh"
+#include "common/tile_scheduler.hpp"
+
+namespace sdpa {
+
+template <class Family, class Traits, class Bias>
+struct FwdLauncher {
+  const AttentionProblem& problem;
+  const FwdParams<typename Bias::Params>& params;
+
+  template <BiasForm kForm, bool kVarlen>
+  Status launch() const {
+    auto kernel = Family::template kernel<Traits, Bias, kForm, kVarlen>();
+    constexpr int kSmem = Traits::kSmemBytes +
+        ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
+    if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
+    // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
+    const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
+    kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(params);
+    return launch_status(Family::kName, "kernel");
+  }
+};
+
+// The whole run(): assumes the family's can_implement() passed.
+template <class Family, class Traits, class Bias>
+Status run_forward(const AttentionProblem& problem, const BiasDesc& bias) {
+  const typename Bias::Params bias_params = Bias::make_params(bias);
+  const BiasForm form = select_bias_form<Bias>(problem, bias_params);
+  const auto params = make_fwd_params<Bias>(problem, bias_params, form);
+  return launch_in_form<Bias>(problem, form, FwdLauncher<Family, Traits, Bias>{problem, params});
+}
+
+}  // namespace sdpa

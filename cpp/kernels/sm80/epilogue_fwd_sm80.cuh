@@ -21,13 +21,14 @@ struct EpilogueFwdSm80 {
 
   // Writes the block's normalized O (through smem, which Q's buffer provides) and, if asked, its LSE, at
   // the rows `seq` gives its sequence.
-  template <class Params, class TensorO, class TensorC, class TiledMma, int kNRows>
-  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o, TensorC const& coord_rc,
-                                               float (&lse)[kNRows], Element* smem, TiledMma const& mma,
+  template <class Params, class TensorO, class TensorC, int kNRows>
+  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o,
+                                               TensorC const& coord_rc, float (&lse)[kNRows], char* smem,
                                                FwdTile const& tile) {
     const int tidx = threadIdx.x;
+    typename Traits::TiledMma mma;
     Tensor rO = convert_fragment<Element>(acc_o);
-    Tensor sO = make_tensor(make_smem_ptr(smem), typename Traits::SmemLayoutO{});
+    Tensor sO = make_tensor(make_smem_ptr(reinterpret_cast<Element*>(smem)), typename Traits::SmemLayoutO{});
     auto r2s = make_tiled_copy_C(typename Traits::SmemCopyAtomO{}, mma);
     auto r2s_thr = r2s.get_thread_slice(tidx);
     __syncthreads();  // every warp is done reading Q, whose smem O now takes

@@ -30,6 +30,8 @@ struct KernelTraitsSm80 {
   // Warps split the query rows only, so a row's softmax statistics never leave its warp.
   using TiledMma = cute::TiledMMA<MmaAtom, cute::Layout<cute::Shape<cute::Int<kNWarps>, cute::_1, cute::_1>>,
                                   cute::Tile<cute::Int<16 * kNWarps>, cute::_16, cute::_16>>;
+  using TiledMmaS = TiledMma;  // the MMA whose accumulator holds S (common/flash_fwd_kernel.cuh)
+  using TiledMmaO = TiledMma;  // and the one whose accumulator holds O
 
   // 128-byte rows with a 3-bit XOR swizzle: both the 16-byte cp.async writes and the ldmatrix reads of
   // eight rows at a time hit eight distinct bank groups.

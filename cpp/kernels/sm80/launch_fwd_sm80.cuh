@@ -7,24 +7,34 @@
 #include <string>
 
 #include "bias/bias_trait.cuh"
+#include "common/flash_fwd_kernel.cuh"
 #include "common/launch_fwd.cuh"
 #include "common/problem_checks.hpp"
 #include "sm80/cute_element.hpp"
-#include "sm80/flash_fwd_kernel_sm80.cuh"
+#include "sm80/epilogue_fwd_sm80.cuh"
 #include "sm80/fwd_sm80.hpp"
 #include "sm80/kernel_traits_sm80.cuh"
+#include "sm80/mainloop_fwd_sm80.cuh"
 #include "sm80/tile_size_sm80.hpp"
 
 namespace sdpa {
 
 namespace sm80 {
 
-// The kernel template this family launches (common/launch_fwd.cuh).
+// The arch's pieces of the generic forward kernel (common/flash_fwd_kernel.cuh).
+struct FwdArch {
+  template <class Traits, bool kVarlen>
+  using Mainloop = MainloopFwdSm80<Traits, kVarlen>;
+  template <class Traits>
+  using Epilogue = EpilogueFwdSm80<Traits>;
+};
+
+// The kernel this family launches (common/launch_fwd.cuh).
 struct FwdKernels {
   static constexpr const char* kName = "launch_fwd_sm80";
   template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
   static auto kernel() {
-    return flash_fwd_kernel_sm80<Traits, Bias, kForm, kVarlen>;
+    return flash_fwd_kernel<FwdArch, Traits, Bias, kForm, kVarlen>;
   }
 };
 

@@ -23,13 +23,13 @@ struct MainloopFwdSm80 {
   static constexpr int kHeadDim = Traits::kHeadDim;
 
   // Walks the key tiles of `range` for query block m_block of the block at `coord` (its sequence laid out
-  // as `seq` says), folding each into acc_o and the softmax statistics. smem holds Q, K, V and (staged form) the bias tile; Q's buffer is
-  // free again when this returns, for the epilogue.
-  template <class Params, class ScoreModT, class TiledMma, class TensorO, class TensorC, class Softmax>
-  static __device__ __forceinline__ void run(Params const& p, SeqInfo const& seq, BlockCoord const& coord, int m_block,
-                                             TileRange const& range, ScoreModT const& score_mod,
-                                             TiledMma const& mma, TensorO& acc_o, TensorC const& coord_rc,
-                                             Softmax& softmax, char* smem) {
+  // as `seq` says), folding each into acc_o and the softmax statistics. smem holds Q, K, V and (staged form)
+  // the bias tile; Q's buffer is free again when this returns, for the epilogue.
+  template <class Params, class ScoreModT, class TensorO, class TensorC, class Softmax>
+  static __device__ __forceinline__ void run(Params const& p, SeqInfo const& seq, BlockCoord const& coord,
+                                             int m_block, TileRange const& range, ScoreModT const& score_mod,
+                                             TensorO& acc_o, TensorC const& coord_rc, Softmax& softmax, char* smem) {
+    typename Traits::TiledMma mma;
     const int b = coord.batch;
     const int h = coord.head_q_first;
     const int h_kv = coord.head_kv;

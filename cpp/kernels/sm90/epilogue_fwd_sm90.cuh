@@ -9,6 +9,7 @@
 
 #include "common/seq_info.hpp"
 #include "common/tile_scheduler.hpp"
+#include "softmax.cuh"
 
 namespace sdpa {
 namespace sm90 {
@@ -19,13 +20,17 @@ struct EpilogueFwdSm90 {
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kHeadDim = Traits::kHeadDim;
 
-  // acc_o_rc: the normalized O as (rows, columns); coord_o: the (row, column) in the tile of each element;
-  // coord_rc: the same for the score tile (its rows give the LSE's rows).
-  template <class Params, class TensorO, class TensorCO, class TensorC, int kNRows>
-  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o_rc,
-                                               TensorCO const& coord_o, TensorC const& coord_rc,
-                                               float (&lse)[kNRows], FwdTile const& tile) {
+  // acc_o: the normalized O accumulator; coord_rc: the (row, column) in the score tile of each score this
+  // thread holds (its rows give the LSE's rows). smem is not needed: O goes out from registers.
+  template <class Params, class TensorO, class TensorC, int kNRows>
+  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o,
+                                               TensorC const& coord_rc, float (&lse)[kNRows], char* /*smem*/,
+                                               FwdTile const& tile) {
     using namespace cute;
+    Tensor acc_o_rc = acc_rowcol(acc_o);
+    typename Traits::TiledMmaPV mma_pv;
+    Tensor coord_o = acc_rowcol(mma_pv.get_thread_slice(threadIdx.x)
+                                    .partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
     const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
     Element* o = output_rows(p, seq, tile);
 #pragma unroll

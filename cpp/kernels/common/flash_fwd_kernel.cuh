@@ -4,8 +4,8 @@
 //   struct Family {  // sm80::FwdArch (mma.sync), sm90::FwdArch (wgmma)
 //     template <class Traits, bool kVarlen> using Mainloop = ...;  // run(p, seq, coord, m_block, range,
 //                                                                 //     score_mod, acc_o, coord_rc, softmax, smem)
-//     template <class Traits> using Epilogue = ...;   // store(p, seq, acc_o, coord_rc, lse, smem, tile),
-//   };                                                // store_empty(p, seq, tile)
+//     template <class Traits> using Epilogue = ...;   // store(p, block, acc_o, coord_rc, lse, smem)
+//   };
 // and Traits gives the tile sizes and the MMAs whose accumulators hold S (TiledMmaS) and O (TiledMmaO).
 //
 // One thread block owns kBlockM query rows of one (batch, head) and walks the key tiles the bias lets it
@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   const FwdBlock block = FwdBlock::of<kVarlen, Bias, kBlockM, kBlockN>(p);
   if (!block.has_rows) return;
   if (block.range.empty()) {
-    Epilogue::store_empty(p, block.seq, block.tile);
+    block.store_empty<typename Traits::Element, kBlockM, Traits::kHeadDim>(p);
     return;
   }
   const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   Tensor acc_o_rc = acc_rowcol(acc_o);
   softmax.finalize(acc_o_rc, p.softmax_c, lse);
   score_mod.adjust_lse(lse, coord_rc);
-  Epilogue::store(p, block.seq, acc_o, coord_rc, lse, smem, block.tile);
+  Epilogue::store(p, block, acc_o, coord_rc, lse, smem);
 }
 
 }  // namespace sdpa

@@ -3,6 +3,10 @@
 // forward kernel (sm80, sm90) starts from it.
 #pragma once
 
+#include <cstdint>
+
+#include <math_constants.h>
+
 #include "common/block_coord.hpp"
 #include "common/params.hpp"
 #include "common/score_mod.cuh"
@@ -25,13 +29,37 @@ struct FwdBlock {
   static __device__ __forceinline__ FwdBlock of(Params const& p) {
     FwdBlock b;
     b.tile = SingleTileSchedulerFwd::tile();
-    b.seq = kVarlen ? SeqInfo::of(p.seq, b.tile.batch, p.seqlen_q, p.seqlen_kv) : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
+    b.seq = kVarlen ? SeqInfo::of(p.seq, b.tile.batch, p.seqlen_q, p.seqlen_kv)
+                    : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
     b.has_rows = !kVarlen || b.tile.m_block * kBlockM < b.seq.seqlen_q;
     b.range = Bias::kv_tiles(PositionSpan::of_block(b.tile.m_block, kBlockM, b.seq.seqlen_q), kBlockN,
                              b.seq.seqlen_q, b.seq.seqlen_kv);
     // One query head per block: group 1 in the coordinate, so the whole tile shares one view of the bias.
     b.coord = {b.tile.batch, b.tile.head_q / p.group_size, b.tile.head_q, 1, b.seq.seqlen_q, b.seq.seqlen_kv};
     return b;
+  }
+
+  // Index in the LSE of row `row` of the block's kBlockM rows: (B, Hq, Sq) contiguous, or (total_q, Hq) for
+  // a variable-length batch.
+  template <int kBlockM, class Params>
+  __device__ __forceinline__ int64_t lse_index(Params const& p, int row) const {
+    return seq.lse_index(tile.batch, tile.head_q, tile.m_block * kBlockM + row, p.heads_q, p.seqlen_q);
+  }
+
+  // A block whose rows see no key at all (e.g. lower-right causal with Sq > Skv) writes O = 0 and LSE =
+  // -inf, 16 bytes per thread per step (rare, so no tiled copy).
+  template <class Element, int kBlockM, int kHeadDim, class Params>
+  __device__ __forceinline__ void store_empty(Params const& p) const {
+    constexpr int kVec = 16 / int(sizeof(Element));
+    const int rows = min(kBlockM, seq.seqlen_q - tile.m_block * kBlockM);
+    Element* o = static_cast<Element*>(const_cast<void*>(p.o.data)) +
+                 seq.q_offset(p.o, tile.batch, tile.head_q, tile.m_block * kBlockM);
+    for (int i = threadIdx.x; i < rows * (kHeadDim / kVec); i += blockDim.x) {
+      const int row = i / (kHeadDim / kVec), col = (i % (kHeadDim / kVec)) * kVec;
+      *reinterpret_cast<uint4*>(o + int64_t(row) * p.o.stride_seq + col) = make_uint4(0u, 0u, 0u, 0u);
+    }
+    if (p.lse == nullptr) return;
+    for (int row = threadIdx.x; row < rows; row += blockDim.x) p.lse[lse_index<kBlockM>(p, row)] = -CUDART_INF_F;
   }
 
   // The block's view of the bias, for tiles whose rows start at m_block * kBlockM.

@@ -6,6 +6,7 @@
 #include <cute/tensor.hpp>
 #include <math_constants.h>
 
+#include "common/fwd_block.cuh"
 #include "common/seq_info.hpp"
 #include "common/tile_scheduler.hpp"
 #include "sm80/gemm_sm80.cuh"
@@ -22,9 +23,10 @@ struct EpilogueFwdSm80 {
   // Writes the block's normalized O (through smem, which Q's buffer provides) and, if asked, its LSE, at
   // the rows `seq` gives its sequence.
   template <class Params, class TensorO, class TensorC, int kNRows>
-  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o,
-                                               TensorC const& coord_rc, float (&lse)[kNRows], char* smem,
-                                               FwdTile const& tile) {
+  static __device__ __forceinline__ void store(Params const& p, FwdBlock const& block, TensorO const& acc_o,
+                                               TensorC const& coord_rc, float (&lse)[kNRows], char* smem) {
+    const SeqInfo& seq = block.seq;
+    const FwdTile& tile = block.tile;
     const int tidx = threadIdx.x;
     typename Traits::TiledMma mma;
     Tensor rO = convert_fragment<Element>(acc_o);
@@ -50,24 +52,7 @@ struct EpilogueFwdSm80 {
     for (int r = 0; r < kNRows; ++r) {
       const int row = get<0>(coord_rc(r, 0));
       // A row lives in the four lanes of a quad; the one holding column 0 writes it.
-      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[lse_index(p, seq, tile, row)] = lse[r];
-    }
-  }
-
-  // A block whose rows see no key at all (e.g. lower-right causal with Sq > Skv) writes O = 0, LSE = -inf.
-  template <class Params>
-  static __device__ __forceinline__ void store_empty(Params const& p, SeqInfo const& seq, FwdTile const& tile) {
-    Tensor gO = output_tile(p, seq, tile);
-    typename Traits::GmemTiledCopyO s2g;
-    auto s2g_thr = s2g.get_thread_slice(threadIdx.x);
-    Tensor tOgO = s2g_thr.partition_D(gO);
-    Tensor zeros = make_tensor<Element>(shape(tOgO));
-    clear(zeros);
-    const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
-    store_rows(s2g, s2g_thr, zeros, tOgO, rows_left);
-    if (p.lse == nullptr) return;
-    for (int row = threadIdx.x; row < kBlockM && row < rows_left; row += blockDim.x) {
-      p.lse[lse_index(p, seq, tile, row)] = -CUDART_INF_F;
+      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[block.lse_index<kBlockM>(p, row)] = lse[r];
     }
   }
 
@@ -89,13 +74,6 @@ struct EpilogueFwdSm80 {
     for (int m = 0; m < size<1>(dst); ++m) {
       if (get<0>(tOcO(0, m, 0)) < rows_left) copy(s2g, src(_, m, _), dst(_, m, _));
     }
-  }
-
-  // Row `row` of the block in the LSE: (B, Hq, Sq) contiguous, or (total_q, Hq) for a varlen batch.
-  template <class Params>
-  static __device__ __forceinline__ int64_t lse_index(Params const& p, SeqInfo const& seq, FwdTile const& tile,
-                                                      int row) {
-    return seq.lse_index(tile.batch, tile.head_q, tile.m_block * kBlockM + row, p.heads_q, p.seqlen_q);
   }
 };
 

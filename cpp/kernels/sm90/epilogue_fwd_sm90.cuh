@@ -7,6 +7,7 @@
 #include <cute/tensor.hpp>
 #include <math_constants.h>
 
+#include "common/fwd_block.cuh"
 #include "common/seq_info.hpp"
 #include "common/tile_scheduler.hpp"
 #include "softmax.cuh"
@@ -23,9 +24,10 @@ struct EpilogueFwdSm90 {
   // acc_o: the normalized O accumulator; coord_rc: the (row, column) in the score tile of each score this
   // thread holds (its rows give the LSE's rows). smem is not needed: O goes out from registers.
   template <class Params, class TensorO, class TensorC, int kNRows>
-  static __device__ __forceinline__ void store(Params const& p, SeqInfo const& seq, TensorO const& acc_o,
-                                               TensorC const& coord_rc, float (&lse)[kNRows], char* /*smem*/,
-                                               FwdTile const& tile) {
+  static __device__ __forceinline__ void store(Params const& p, FwdBlock const& block, TensorO const& acc_o,
+                                               TensorC const& coord_rc, float (&lse)[kNRows], char* /*smem*/) {
+    const SeqInfo& seq = block.seq;
+    const FwdTile& tile = block.tile;
     using namespace cute;
     Tensor acc_o_rc = acc_rowcol(acc_o);
     typename Traits::TiledMmaPV mma_pv;
@@ -49,22 +51,8 @@ struct EpilogueFwdSm90 {
     for (int r = 0; r < kNRows; ++r) {
       const int row = get<0>(coord_rc(r, 0));
       // A row lives in the four lanes of a quad; the one holding column 0 writes it.
-      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[lse_index(p, seq, tile, row)] = lse[r];
+      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[block.lse_index<kBlockM>(p, row)] = lse[r];
     }
-  }
-
-  // A block whose rows see no key at all writes O = 0 and LSE = -inf.
-  template <class Params>
-  static __device__ __forceinline__ void store_empty(Params const& p, SeqInfo const& seq, FwdTile const& tile) {
-    const int rows = min(kBlockM, seq.seqlen_q - tile.m_block * kBlockM);
-    constexpr int kVec = 16 / int(sizeof(Element));
-    Element* o = output_rows(p, seq, tile);
-    for (int i = threadIdx.x; i < rows * (kHeadDim / kVec); i += blockDim.x) {
-      const int row = i / (kHeadDim / kVec), col = (i % (kHeadDim / kVec)) * kVec;
-      *reinterpret_cast<uint4*>(o + int64_t(row) * p.o.stride_seq + col) = make_uint4(0u, 0u, 0u, 0u);
-    }
-    if (p.lse == nullptr) return;
-    for (int row = threadIdx.x; row < rows; row += blockDim.x) p.lse[lse_index(p, seq, tile, row)] = -CUDART_INF_F;
   }
 
  private:
@@ -73,12 +61,6 @@ struct EpilogueFwdSm90 {
   static __device__ __forceinline__ Element* output_rows(Params const& p, SeqInfo const& seq, FwdTile const& tile) {
     return static_cast<Element*>(const_cast<void*>(p.o.data)) +
            seq.q_offset(p.o, tile.batch, tile.head_q, tile.m_block * kBlockM);
-  }
-
-  template <class Params>
-  static __device__ __forceinline__ int64_t lse_index(Params const& p, SeqInfo const& seq, FwdTile const& tile,
-                                                      int row) {
-    return seq.lse_index(tile.batch, tile.head_q, tile.m_block * kBlockM + row, p.heads_q, p.seqlen_q);
   }
 };
 

@@ -4,7 +4,7 @@
 # reason here and run on a GPU machine (scripts/gpu_verify.sh). Python: see scripts/_python_env.sh.
 #
 # Where nvcc exists, the package build compiles every fused-kernel template once (every bias trait, one
-# dtype and head dim, sm_80) so a template error cannot land; SDPA_TEST_KERNELS=all compiles them all
+# dtype and head dim, sm_80, and the Hopper forward for sm_90a) so a template error cannot land; SDPA_TEST_KERNELS=all compiles them all
 # (for SDPA_CUDA_ARCHS, default 80;90). SDPA_ENABLE_CUDA=ON is explicit because a CI machine has nvcc
 # but no GPU, where AUTO would build no kernel.
 set -euo pipefail
@@ -20,7 +20,8 @@ if command -v nvcc >/dev/null || [ -n "${CUDACXX:-}" ]; then
     # with its gradient): a backward file costs ~3 forward ones on a CI core.
     KERNEL_FLAGS+=(-C cmake.define.SDPA_KERNEL_DTYPES=bf16 -C cmake.define.SDPA_KERNEL_HEAD_DIMS=128
                    -C cmake.define.SDPA_CUDA_ARCHS=80
-                   "-C" "cmake.define.SDPA_BACKWARD_BIASES=AlibiCausalUpperLeft;DenseBiasCausalLowerRight")
+                   "-C" "cmake.define.SDPA_BACKWARD_BIASES=AlibiCausalUpperLeft;DenseBiasCausalLowerRight"
+                   -C cmake.define.SDPA_BUILD_SM90=ON)  # the Hopper templates compile here too (sm_90a)
   elif [ -n "${SDPA_CUDA_ARCHS:-}" ]; then
     KERNEL_FLAGS+=(-C "cmake.define.SDPA_CUDA_ARCHS=$SDPA_CUDA_ARCHS")
   fi

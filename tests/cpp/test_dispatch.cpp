@@ -110,6 +110,12 @@ TEST(Dispatch, CompiledKernelsMatchTheBuild) {
     EXPECT_TRUE(trait_names.count(match[3])) << name << " names an unknown bias trait";
     EXPECT_TRUE(seen.insert(name).second) << name << " is listed twice";
   }
+  // A Hopper kernel always has its sm80 twin, the fallback on older GPUs and on any refusal.
+  for (const std::string& name : names) {
+    if (name.rfind("fwd_sm90<", 0) == 0) {
+      EXPECT_TRUE(seen.count("fwd_sm80" + name.substr(8))) << name << " has no fwd_sm80 twin";
+    }
+  }
 }
 
 // validate() runs before anything else, so a bad argument is reported as such on every build.

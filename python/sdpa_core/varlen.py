@@ -5,8 +5,8 @@ sdpa_core's bias options. On a GPU, with ``ONE_LAUNCH`` set, a float16/bfloat16 
 of libsdpa, packed or paged keys read in place: the split-KV decode kernels when every sequence has at
 most 16 queries (decode, speculative decoding), the prefill kernels otherwise (prefill, chunked prefill).
 Anything else (CPU, float32, gradients) runs each sequence alone through ``scaled_dot_product_attention``
-with its own bias object, so every device and dtype works. ``explain()`` describes
-``scaled_dot_product_attention`` only.
+with its own bias object, so every device and dtype works. ``explain_varlen()`` says which path a batch
+takes and why.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bias/bias_trait.cuh"
+#include "common/params.hpp"
 
 namespace {
 
@@ -204,6 +205,29 @@ TEST(BiasTraitSplit, OnlyCausalAlibiSplits) {
   EXPECT_FALSE(sdpa::DenseBiasCausalUpperLeft::kSplittable);
   EXPECT_FALSE(sdpa::CausalLowerRight::kSplittable);
   EXPECT_FALSE(sdpa::Alibi::split_holds(7, 7));
+}
+
+// A variable-length batch's lengths are on the device, so its form must hold for every length: the split
+// form only for lower-right ALiBi (mask and ALiBi share the diagonal), checked against split_holds() over
+// a grid of lengths, and never staging.
+TEST(BiasTraitSplit, VarlenFormHoldsForEveryLength) {
+  EXPECT_TRUE(sdpa::split_holds_for_any_lengths<sdpa::AlibiCausalLowerRight>());
+  EXPECT_FALSE(sdpa::split_holds_for_any_lengths<sdpa::AlibiCausalUpperLeft>());
+  EXPECT_FALSE(sdpa::split_holds_for_any_lengths<sdpa::Alibi>());
+  EXPECT_FALSE(sdpa::split_holds_for_any_lengths<sdpa::NoBias>());
+  for (int q = 0; q <= 40; ++q) {
+    for (int kv = 0; kv <= 40; ++kv) ASSERT_TRUE(sdpa::AlibiCausalLowerRight::split_holds(q, kv)) << q << " " << kv;
+  }
+  int cu[] = {0, 3};
+  sdpa::AttentionProblem varlen;
+  varlen.cu_seqlens_q = cu;
+  varlen.seqlen_q = varlen.seqlen_kv = 3;
+  varlen.scale = 0.125f;
+  EXPECT_EQ(sdpa::select_bias_form<sdpa::AlibiCausalLowerRight>(varlen, {}), sdpa::BiasForm::kSplit);
+  // Upper-left would split at these (max) lengths, but a shorter sequence with Sq > Skv would not.
+  EXPECT_EQ(sdpa::select_bias_form<sdpa::AlibiCausalUpperLeft>(varlen, {}), sdpa::BiasForm::kElementwise);
+  varlen.scale = -0.125f;  // the split form folds the scale into the exponent: positive scales only
+  EXPECT_EQ(sdpa::select_bias_form<sdpa::AlibiCausalLowerRight>(varlen, {}), sdpa::BiasForm::kElementwise);
 }
 
 TEST(BiasTraitElements, Alibi) { check_alibi<sdpa::Alibi>(CausalVariant::kNone); }

@@ -81,7 +81,9 @@ sanitize() {  # one configuration per bias keeps the sanitizers to minutes
   # variable-length batches: prefill and decode kernels on paged and packed keys, every bias
   local varlen=$PREBUILT/tests/cpp/test_varlen_gpu
   local varlen_filter=${SDPA_SANITIZE_VARLEN_FILTER:-*_bf16_hd128_prefill_page16*:*_bf16_hd128_decode_packed*:*_bf16_hd64_chunked_page64*}
-  for tool in memcheck racecheck; do
+  local tools=(memcheck racecheck)
+  [ "${SDPA_BUILD_SM90:-OFF}" = ON ] && tools+=(synccheck)  # issue 9 asks synccheck of the Hopper kernels too
+  for tool in "${tools[@]}"; do
     compute-sanitizer --tool $tool --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 || return 1
     [ ! -x "$varlen" ] || compute-sanitizer --tool $tool --error-exitcode 1 "$varlen" --gtest_filter="$varlen_filter" \
       --gtest_brief=1 || return 1

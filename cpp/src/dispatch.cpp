@@ -52,7 +52,6 @@ KernelKey make_key(Direction direction, const AttentionProblem& problem, const B
 const AttentionProblem& forward_of(const AttentionProblem& problem) { return problem; }
 const AttentionProblem& forward_of(const BackwardProblem& problem) { return problem.forward; }
 
-// Everything after validation: a CUDA build, a dtype the kernels read, a visible device, then the table.
 // SDPA_MAX_ARCH from the environment, read once; 0 when unset or not a number.
 int max_arch_from_environment() {
   static const int limit = [] {
@@ -62,6 +61,7 @@ int max_arch_from_environment() {
   return limit;
 }
 
+// Everything after validation: a CUDA build, a dtype the kernels read, a visible device, then the table.
 template <class Problem>
 SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>& registry, Direction direction,
                                       const Problem& problem, const BiasDesc& bias,
@@ -88,10 +88,13 @@ SelectionFor<Problem> select_compiled(const std::vector<KernelEntryFor<Problem>>
 }
 
 // A few query rows go to the split-KV decode family when the caller can pass it a workspace and it covers
-// the problem; everything else, and every refusal of that family, goes to the prefill family.
+// the problem; everything else, and every refusal of that family, goes to the prefill family. A
+// variable-length batch asked for num_splits = 1 (batch invariance) always takes the prefill family: which
+// family runs it would otherwise follow its longest sequence, and a sequence's rounding with it.
 Selection select_forward_kernel(const AttentionProblem& problem, const BiasDesc& bias, bool with_workspace) {
   if (Status s = validate(problem, bias); !s.ok()) return refused<AttentionProblem>(s);
-  if (with_workspace && problem.seqlen_q <= kSplitKvMaxSeqlenQ) {
+  const bool batch_invariant_varlen = problem.is_varlen() && problem.num_splits == 1;
+  if (with_workspace && problem.seqlen_q <= kSplitKvMaxSeqlenQ && !batch_invariant_varlen) {
     Selection split = select_compiled(kernel_registry(), Direction::kForward, problem, bias, kVariantSplitKv);
     if (split.kernel) return split;
   }

@@ -15,8 +15,7 @@ import dataclasses
 
 import torch
 
-from . import _dispatch, _kernels, _validate
-from . import _kernel_bias as _kernel_bias_module
+from . import _dispatch, _kernel_bias, _kernels, _validate
 from .bias import AlibiBias, CausalBias
 from .errors import SdpaTypeError, SdpaValueError
 from .functional import scaled_dot_product_attention
@@ -252,9 +251,9 @@ def _one_launch_refusal(query, key, value, slopes, c: _Checked) -> str:
     return ""
 
 
-def _kernel_bias(slopes, variant):
-    return (_kernel_bias_module.KernelBias.alibi(slopes, variant) if slopes is not None
-            else _kernel_bias_module.KernelBias.causal_only(variant))
+def _bias_for_kernels(slopes, variant):
+    return (_kernel_bias.KernelBias.alibi(slopes, variant) if slopes is not None
+            else _kernel_bias.KernelBias.causal_only(variant))
 
 
 def _fused(query, key, value, slopes, c: _Checked, cu_seq_q, cu_seq_k, seqused_k, block_table, num_splits,
@@ -263,7 +262,7 @@ def _fused(query, key, value, slopes, c: _Checked, cu_seq_q, cu_seq_k, seqused_k
     prefill kernels beyond), or None when no compiled kernel takes it."""
     out = torch.empty_like(query)
     lse = torch.empty(query.shape[:2], dtype=torch.float32, device=query.device) if return_lse else None
-    ran = _kernels.try_forward_varlen(query, key, value, _kernel_bias(slopes, c.variant), c.scale, cu_seq_q,
+    ran = _kernels.try_forward_varlen(query, key, value, _bias_for_kernels(slopes, c.variant), c.scale, cu_seq_q,
                                       cu_seq_k, seqused_k, block_table, c.max_q, c.max_k, num_splits or 0, out, lse)
     if not ran:
         return None
@@ -286,7 +285,7 @@ def explain_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
     reason = _one_launch_refusal(query, key, value, alibi_slopes, c)
     if not reason:
         kernel, reason, details = _kernels.select_varlen(
-            query, key, value, _kernel_bias(alibi_slopes, c.variant), c.scale, cu_seq_q, cu_seq_k, seqused_k,
+            query, key, value, _bias_for_kernels(alibi_slopes, c.variant), c.scale, cu_seq_q, cu_seq_k, seqused_k,
             block_table, c.max_q, c.max_k, num_splits or 0)
         if kernel:
             lines.append(f"path: one launch of fused kernel {kernel}")

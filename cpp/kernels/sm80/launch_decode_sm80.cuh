@@ -79,7 +79,6 @@ struct DecodeLaunch {
     params.o_partial = static_cast<float*>(workspace);
     params.lse_partial = reinterpret_cast<float*>(static_cast<char*>(workspace) + plan.layout.o_bytes());
     params.layout = plan.layout;
-    params.seq = SeqLayout::of(problem);
     params.heads_kv = problem.heads_kv;
     const auto stream = static_cast<cudaStream_t>(problem.stream);
 
@@ -125,13 +124,6 @@ Status DecodeSm80<Bias, kDType, kHeadDim>::can_implement(const AttentionProblem&
   }
   if (problem.is_varlen() && Bias::kKind == BiasKind::kDense) {
     return Status::error(StatusCode::kUnsupported, "decode_sm80: a dense bias has no variable-length layout");
-  }
-  if (problem.is_varlen() && problem.num_splits == 1) {
-    // Batch invariance: which family runs a varlen batch would depend on its longest sequence, so a
-    // sequence's result would change with the batch around it; the prefill kernels take every such batch.
-    return Status::error(StatusCode::kUnsupported,
-                         "decode_sm80: num_splits 1 on a variable-length batch runs the prefill kernels, whatever "
-                         "its sequences' lengths, so each sequence's result does not depend on the batch");
   }
   if (problem.seqlen_q > kSplitKvMaxSeqlenQ) {
     return Status::error(StatusCode::kUnsupported, "decode_sm80: seqlen_q " + std::to_string(problem.seqlen_q) +

@@ -8,7 +8,7 @@
 #include "common/seq_info.hpp"
 #include "common/tile_range.hpp"
 #include "sm80/gemm_sm80.cuh"
-#include "sm80/paged_load_sm80.cuh"
+#include "sm80/kv_loads_sm80.cuh"
 #include "softmax.cuh"
 
 namespace sdpa {
@@ -32,11 +32,8 @@ struct MainloopFwdSm80 {
     typename Traits::TiledMma mma;
     const int b = coord.batch;
     const int h = coord.head_q_first;
-    const int h_kv = coord.head_kv;
     const int tidx = threadIdx.x;
     const int seqlen_q = coord.seqlen_q;
-    const int seqlen_kv = coord.seqlen_kv;
-    const bool paged = kVarlen && p.seq.page_table != nullptr;
 
     Element* smem_q = reinterpret_cast<Element*>(smem);
     Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
@@ -47,41 +44,16 @@ struct MainloopFwdSm80 {
     Tensor sVtNoSwizzle = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVtNoSwizzle{});
     char* smem_bias = reinterpret_cast<char*>(smem_v + Traits::kSmemKVElems);  // staged form only
 
-    const Element* q_ptr = static_cast<const Element*>(p.q.data);
-    const Element* k_ptr = static_cast<const Element*>(p.k.data);
-    const Element* v_ptr = static_cast<const Element*>(p.v.data);
-    Tensor gQ = local_tile(head_matrix<kHeadDim>(q_ptr, seq.q_offset(p.q, b, h, 0), p.q.stride_seq, seqlen_q),
+    Tensor gQ = local_tile(head_matrix<kHeadDim>(static_cast<const Element*>(p.q.data), seq.q_offset(p.q, b, h, 0),
+                                                 p.q.stride_seq, seqlen_q),
                            Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
-    // Unused when paged (load_paged_tile finds each row's page).
-    Tensor gK = local_tile(head_matrix<kHeadDim>(k_ptr, seq.kv_offset(p.k, b, h_kv), p.k.stride_seq, seqlen_kv),
-                           Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
-    Tensor gV = local_tile(head_matrix<kHeadDim>(v_ptr, seq.kv_offset(p.v, b, h_kv), p.v.stride_seq, seqlen_kv),
-                           Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
-
     typename Traits::GmemTiledCopyQKV g2s;
     auto g2s_thr = g2s.get_thread_slice(tidx);
     Tensor tQgQ = g2s_thr.partition_S(gQ);
     Tensor tQsQ = g2s_thr.partition_D(sQ);
-    Tensor tKgK = g2s_thr.partition_S(gK);
-    Tensor tKsK = g2s_thr.partition_D(sK);
-    Tensor tVgV = g2s_thr.partition_S(gV);
-    Tensor tVsV = g2s_thr.partition_D(sV);
     Tensor tQcQ = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    Tensor tKVc = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-    auto load_k = [&](int n, auto full) {
-      if (paged) {
-        load_paged_tile<Traits>(p, p.k, b, h_kv, n, seqlen_kv, sK);
-      } else {
-        load_tile<decltype(full)::value>(g2s, tKgK(_, _, _, n), tKsK, tKVc, seqlen_kv - n * kBlockN);
-      }
-    };
-    auto load_v = [&](int n, auto full) {
-      if (paged) {
-        load_paged_tile<Traits>(p, p.v, b, h_kv, n, seqlen_kv, sV);
-      } else {
-        load_tile<decltype(full)::value>(g2s, tVgV(_, _, _, n), tVsV, tKVc, seqlen_kv - n * kBlockN);
-      }
-    };
+    auto load_k = kv_tile_loader<Traits, kVarlen>(p, p.k, seq, coord, sK);
+    auto load_v = kv_tile_loader<Traits, kVarlen>(p, p.v, seq, coord, sV);
     auto stage_bias = [&](int n) {
       score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNThreads>(smem_bias, range, n, seqlen_q, tidx);
     };

@@ -12,7 +12,7 @@
 #include "common/seq_info.hpp"
 #include "common/tile_range.hpp"
 #include "sm80/gemm_sm80.cuh"  // head_matrix, load_tile, convert_fragment: cp.async and conversions, any arch
-#include "sm80/paged_load_sm80.cuh"
+#include "sm80/kv_loads_sm80.cuh"
 #include "sm90/gemm_sm90.cuh"
 #include "softmax.cuh"
 
@@ -41,10 +41,9 @@ struct MainloopFwdSm90 {
                                              int m_block, TileRange const& range, ScoreModT const& score_mod,
                                              TensorO& acc_o, TensorC const& coord_rc, Softmax& softmax, char* smem) {
     using namespace cute;
-    const int b = coord.batch, h = coord.head_q_first, h_kv = coord.head_kv;
+    const int b = coord.batch, h = coord.head_q_first;
     const int tidx = threadIdx.x;
-    const int seqlen_q = coord.seqlen_q, seqlen_kv = coord.seqlen_kv;
-    const bool paged = kVarlen && p.seq.page_table != nullptr;
+    const int seqlen_q = coord.seqlen_q;
 
     Element* smem_q = reinterpret_cast<Element*>(smem);
     Element* smem_k = smem_q + Traits::kSmemQElems;
@@ -58,33 +57,8 @@ struct MainloopFwdSm90 {
     Tensor gQ = local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(p.q.data),
                                                        seq.q_offset(p.q, b, h, 0), p.q.stride_seq, seqlen_q),
                            Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
-    Tensor gK = local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(p.k.data),
-                                                       seq.kv_offset(p.k, b, h_kv), p.k.stride_seq, seqlen_kv),
-                           Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
-    Tensor gV = local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(p.v.data),
-                                                       seq.kv_offset(p.v, b, h_kv), p.v.stride_seq, seqlen_kv),
-                           Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
-    typename Traits::GmemTiledCopyQKV g2s;
-    auto g2s_thr = g2s.get_thread_slice(tidx);
-    Tensor tKgK = g2s_thr.partition_S(gK);
-    Tensor tKsK = g2s_thr.partition_D(sK);
-    Tensor tVgV = g2s_thr.partition_S(gV);
-    Tensor tVsV = g2s_thr.partition_D(sV);
-    Tensor tKVc = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-    auto load_k = [&](int n, auto full) {
-      if (paged) {
-        sm80::load_paged_tile<Traits>(p, p.k, b, h_kv, n, seqlen_kv, sK);
-      } else {
-        sm80::load_tile<decltype(full)::value>(g2s, tKgK(_, _, _, n), tKsK, tKVc, seqlen_kv - n * kBlockN);
-      }
-    };
-    auto load_v = [&](int n, auto full) {
-      if (paged) {
-        sm80::load_paged_tile<Traits>(p, p.v, b, h_kv, n, seqlen_kv, sV);
-      } else {
-        sm80::load_tile<decltype(full)::value>(g2s, tVgV(_, _, _, n), tVsV, tKVc, seqlen_kv - n * kBlockN);
-      }
-    };
+    auto load_k = sm80::kv_tile_loader<Traits, kVarlen>(p, p.k, seq, coord, sK);
+    auto load_v = sm80::kv_tile_loader<Traits, kVarlen>(p, p.v, seq, coord, sV);
     auto stage_bias = [&](int n) {
       score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNThreads>(smem_bias, range, n, seqlen_q, tidx);
     };
@@ -98,6 +72,8 @@ struct MainloopFwdSm90 {
     Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
     Tensor acc_o_rc = acc_rowcol(acc_o);
 
+    typename Traits::GmemTiledCopyQKV g2s;
+    auto g2s_thr = g2s.get_thread_slice(tidx);
     sm80::load_tile(g2s, g2s_thr.partition_S(gQ), g2s_thr.partition_D(sQ),
                     g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})),
                     seqlen_q - m_block * kBlockM);

@@ -19,6 +19,12 @@ status=0
 for t in $B/tests/cpp/test_*_gpu; do
   "$t" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-*}" >>"$OUT/gtest.txt" 2>&1 || status=1
 done
+if [ "${SDPA_BUILD_SM90:-OFF}" = ON ]; then  # the same forward suites on the sm80 kernels of this build
+  for t in $B/tests/cpp/test_forward_gpu $B/tests/cpp/test_varlen_gpu; do
+    SDPA_MAX_ARCH=80 "$t" --gtest_brief=1 --gtest_filter="${GTEST_FILTER:-*}" >>"$OUT/gtest_sm80.txt" 2>&1 || status=1
+  done
+  grep -E "PASSED|FAILED" "$OUT/gtest_sm80.txt" | head -10
+fi
 grep -E "PASSED|FAILED|Failure" "$OUT/gtest.txt" | head -20
 # the toy server on the installed package, on this GPU
 { cmake -S examples/cpp_server -B $B/server -G Ninja -DCMAKE_PREFIX_PATH=$B/install && cmake --build $B/server &&
@@ -26,6 +32,16 @@ grep -E "PASSED|FAILED|Failure" "$OUT/gtest.txt" | head -20
 tail -4 "$OUT/server.txt"
 python3 -m pytest -q -p no:cacheprovider tests/python -k "${PYTEST_K:-varlen}" >"$OUT/pytest.txt" 2>&1 || status=1
 tail -3 "$OUT/pytest.txt"
+if [ -n "${BENCH_CASES:-}" ]; then  # prefill rows; with the Hopper kernels also their sm80 twins
+  python3 -m benchmarks.sdpa_bench --cases "$BENCH_CASES" --modes fwd --md "$OUT/bench.md" --png '' >"$OUT/bench.txt" 2>&1
+  cat "$OUT/bench.md" | grep "^|"
+  if [ "${SDPA_BUILD_SM90:-OFF}" = ON ]; then
+    SDPA_MAX_ARCH=80 python3 -m benchmarks.sdpa_bench --cases "$BENCH_CASES" --modes fwd --contenders "sdpa_core own" \
+      --no-extras --md "$OUT/bench_sm80.md" --png '' >"$OUT/bench_sm80.txt" 2>&1
+    cat "$OUT/bench_sm80.md" | grep "^|"
+  fi
+fi
+[ -n "${SKIP_SERVING_BENCH:-}" ] && exit $status
 python3 -m benchmarks.sdpa_bench.decode --md "$OUT/decode.md" >/dev/null 2>&1 && cat "$OUT/decode.md" | sed -n 5,14p
 python3 -m benchmarks.sdpa_bench.varlen --md "$OUT/varlen.md" >/dev/null 2>&1 && cat "$OUT/varlen.md"
 exit $status

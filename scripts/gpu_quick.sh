@@ -26,6 +26,13 @@ if [ "${SDPA_BUILD_SM90:-OFF}" = ON ]; then  # the same forward suites on the sm
   grep -E "PASSED|FAILED" "$OUT/gtest_sm80.txt" | head -10
 fi
 grep -E "PASSED|FAILED|Failure" "$OUT/gtest.txt" | head -20
+if [ -n "${SANITIZE_FILTER:-}" ]; then  # e.g. '*_bf16_hd128_b2h2x2_q113_kv17_bshd*'
+  for tool in memcheck racecheck synccheck; do
+    compute-sanitizer --tool $tool --error-exitcode 1 $B/tests/cpp/test_forward_gpu --gtest_filter="$SANITIZE_FILTER" \
+      --gtest_brief=1 >>"$OUT/sanitize.txt" 2>&1 || { status=1; echo "$tool FAILED"; }
+  done
+  grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/sanitize.txt" | sort | uniq -c
+fi
 # the toy server on the installed package, on this GPU
 { cmake -S examples/cpp_server -B $B/server -G Ninja -DCMAKE_PREFIX_PATH=$B/install && cmake --build $B/server &&
   $B/server/server; } >"$OUT/server.txt" 2>&1 || status=1

@@ -72,6 +72,15 @@ struct OnlineSoftmax {
   // and exponentiates against 0 instead, so it yields zeros, never NaN.
   template <class TensorS, class TensorO>
   __device__ __forceinline__ void update(TensorS& s, TensorO& o, float c) {
+    float correction[kNRows];
+    update_scores(s, c, correction);
+    rescale(o, correction);
+  }
+
+  // update() without touching O: the factor each row of O must be scaled by goes to `correction`, for a
+  // kernel whose O is still being written by an asynchronous GEMM (sm90) to apply later with rescale().
+  template <class TensorS>
+  __device__ __forceinline__ void update_scores(TensorS& s, float c, float (&correction)[kNRows]) {
     using namespace cute;
     static_assert(decltype(size<0>(s))::value == kNRows, "row count mismatch");
 #pragma unroll
@@ -84,11 +93,9 @@ struct OnlineSoftmax {
       // scaled; -inf - -inf would be NaN. Such scores are masked like -inf: the row stays empty so far.
       const float scaled_max = tile_max * c;
       const float max_c = scaled_max == -CUDART_INF_F ? 0.0f : scaled_max;
-      const float correction = fast_exp2(row_max[r] * c - max_c);  // 0 while the old max is -inf
+      correction[r] = fast_exp2(row_max[r] * c - max_c);  // 0 while the old max is -inf
       row_max[r] = tile_max;
-      row_sum[r] *= correction;
-#pragma unroll
-      for (int k = 0; k < size<1>(o); ++k) o(r, k) *= correction;
+      row_sum[r] *= correction[r];
       float sum = 0.0f;
 #pragma unroll
       for (int k = 0; k < size<1>(s); ++k) {
@@ -97,6 +104,16 @@ struct OnlineSoftmax {
         sum += p;
       }
       row_sum[r] += sum;
+    }
+  }
+
+  template <class TensorO>
+  __device__ __forceinline__ static void rescale(TensorO& o, float const (&correction)[kNRows]) {
+    using namespace cute;
+#pragma unroll
+    for (int r = 0; r < kNRows; ++r) {
+#pragma unroll
+      for (int k = 0; k < size<1>(o); ++k) o(r, k) *= correction[r];
     }
   }
 

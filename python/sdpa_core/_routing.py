@@ -5,7 +5,9 @@ replaces. Until sdpa_core's Hopper kernels exist, torch has the faster kernel fo
 are listed here with the measurement behind each (benchmarks/results.md, H100, 2026-11-25/26):
   * sm90, no bias or upper-left causal: torch's default (cuDNN) runs ~1.7x our sm80-class kernel
     (d128 S8k causal 552 vs 326 TFLOP/s);
-  * sm90, a dense bias without a causal mask, prefill: torch's default (cuDNN) 277-307 vs ours 247-255;
+  * sm90, a dense bias without a causal mask, prefill, where libsdpa has no Hopper kernel for the call:
+    torch's default (cuDNN) 277-307 vs our sm80 kernel's 247-255. The Hopper kernel (SDPA_BUILD_SM90)
+    wins the inference call: H100, 2026-11-26, d128 S4k (1,H,S,S) bias, 325 vs torch default 269;
 Decode-shaped calls (Sq <= 16, inference) stay on sdpa_core's split-KV decode kernels, whatever the
 mask: H200, 2026-11-26, d128 Hq=32 Hkv=8 lower-right, GB/s of K+V: B=8 Sq=1 Skv=8k 3385 vs torch's best
 3274, B=1 Skv=32k 2612 vs 2315, B=8 Sq=4 3314 vs 778, B=64 Skv=2k 3823 vs 3680 (benchmarks/results.md).
@@ -26,9 +28,11 @@ fused backward runs, benchmarks/results.md's fwd+bwd rows say whether a training
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-from . import _kernels, policy
+from . import _C, _kernels, policy
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -59,8 +63,26 @@ def torch_is_faster(query, bias, training: bool = False) -> str:
         # backward with the bias gradient (expected ~160+). So learned biases go fused, causal or not.
         return ""
     if kind == 2 and causal == 0 and device_info(query.device)[0] == 9 and not _decode_shaped(query, training):
-        return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
+        if training or not _hopper_forward(query):
+            return "dispatch_policy 'auto': on sm90 torch's cuDNN kernel is faster for a dense bias without causal"
     return ""
+
+
+def _hopper_forward(query) -> bool:
+    """libsdpa has a Hopper (sm90) forward kernel for this dtype and head dim, and may run it (SDPA_MAX_ARCH,
+    read by libsdpa, can cap dispatch below sm90)."""
+    key = (query.dtype, query.shape[-1])
+    found = _hopper_kernels.get(key)
+    if found is None:
+        cap = os.environ.get("SDPA_MAX_ARCH", "")
+        dtype = str(query.dtype).removeprefix("torch.")
+        found = _hopper_kernels[key] = (not cap.isdigit() or int(cap) >= 90) and any(
+            name.startswith("fwd_sm90<") and name.endswith(f", {dtype}, hd{query.shape[-1]}>")
+            for name in _C.compiled_kernels())
+    return found
+
+
+_hopper_kernels: dict[tuple, bool] = {}
 
 
 def _decode_shaped(query, training: bool) -> bool:

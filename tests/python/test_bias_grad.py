@@ -5,6 +5,8 @@ answers are monkeypatched and its kernels stand in as sdpa_core._math (test_back
 ``fused`` fixture); gradients are held to the float64 oracle. Also: the 20-int binding layout, the routing
 rule for bias-gradient calls, and the torch.compile refusal. The GPU side: test_bias_grad_gpu.py."""
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,6 +216,27 @@ def test_routing_sends_bias_gradient_calls_fused_under_auto(monkeypatch):
         assert "cuDNN" in _routing.torch_is_faster(decode, dense_bias(False), training=True)
     with sdpa_core.dispatch_policy("own"):
         assert _routing.torch_is_faster(q, dense_bias(False), training=True) == ""
+
+
+def test_routing_keeps_dense_bias_inference_on_the_hopper_kernel(monkeypatch):
+    """Where libsdpa has a Hopper forward kernel for the call's dtype and head dim, a dense-bias inference call
+    stays fused on sm90 (it beats torch's cuDNN there); training calls keep the torch rule, and so does a
+    process that caps libsdpa's dispatch below sm90 (SDPA_MAX_ARCH)."""
+    monkeypatch.setattr(_routing, "device_info", lambda device: (9, 132))
+    monkeypatch.setattr(_routing, "_hopper_kernels", {})
+    monkeypatch.setattr(_routing, "_C", types.SimpleNamespace(
+        compiled_kernels=lambda: ["fwd_sm80<DenseBias, bfloat16, hd64>", "fwd_sm90<DenseBias, bfloat16, hd64>"]))
+    monkeypatch.delenv("SDPA_MAX_ARCH", raising=False)
+    dense = KernelBias.dense_tensor(torch.zeros(40, 40), None)
+    with sdpa_core.dispatch_policy("auto"):
+        assert _routing.torch_is_faster(torch.empty(1, 2, 40, 64, dtype=torch.bfloat16), dense, training=False) == ""
+        assert "cuDNN" in _routing.torch_is_faster(torch.empty(1, 2, 40, 64, dtype=torch.bfloat16), dense,
+                                                   training=True)
+        assert "cuDNN" in _routing.torch_is_faster(torch.empty(1, 2, 40, 64, dtype=torch.float16), dense)
+        assert "cuDNN" in _routing.torch_is_faster(torch.empty(1, 2, 40, 128, dtype=torch.bfloat16), dense)
+        monkeypatch.setattr(_routing, "_hopper_kernels", {})
+        monkeypatch.setenv("SDPA_MAX_ARCH", "80")
+        assert "cuDNN" in _routing.torch_is_faster(torch.empty(1, 2, 40, 64, dtype=torch.bfloat16), dense)
 
 
 def test_auto_dispatch_trains_the_bias_fused_and_the_fixed_bias_on_torch(fused, monkeypatch):

@@ -1,7 +1,9 @@
 // The forward kernel, generic over an arch family and a bias trait: a composition of the block's setup
 // (FwdBlock: scheduler, sequence, key range, bias view), the family's mainloop, the online softmax and the
-// family's epilogue. All bias knowledge comes from the trait, all arch knowledge from the family:
-//   struct Family {  // sm80::FwdArch (mma.sync), sm90::FwdArch (wgmma)
+// family's epilogue, for families whose threads all run the mainloop (the warp-specialized sm90 kernel,
+// sm90/flash_fwd_kernel_sm90.cuh, composes the same pieces by role). All bias knowledge comes from the
+// trait, all arch knowledge from the family:
+//   struct Family {  // sm80::FwdArch (mma.sync)
 //     template <class Traits, bool kVarlen> using Mainloop = ...;  // run(p, seq, coord, m_block, range,
 //                                                                 //     score_mod, acc_o, coord_rc, softmax, smem)
 //     template <class Traits> using Epilogue = ...;   // store(p, block, acc_o, coord_rc, lse, smem)

@@ -4,6 +4,7 @@
 //   struct Family {
 //     static constexpr const char* kName = "launch_fwd_sm80";
 //     template <class Traits, class Bias, BiasForm kForm, bool kVarlen> static auto kernel();
+//     template <class Traits, class Bias, BiasForm kForm> static constexpr int smem_bytes();  // dynamic
 //   };
 #pragma once
 
@@ -25,8 +26,7 @@ struct FwdLauncher {
   template <BiasForm kForm, bool kVarlen>
   Status launch() const {
     auto kernel = Family::template kernel<Traits, Bias, kForm, kVarlen>();
-    constexpr int kSmem = Traits::kSmemBytes +
-        ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
+    constexpr int kSmem = Family::template smem_bytes<Traits, Bias, kForm>();
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
     // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
     const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);

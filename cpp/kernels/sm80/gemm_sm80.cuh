@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 #include <cutlass/array.h>
@@ -82,6 +83,18 @@ __device__ __forceinline__ auto convert_fragment(TensorF const& src) {
   *reinterpret_cast<cutlass::Array<To, kN>*>(dst.data()) =
       convert(*reinterpret_cast<cutlass::Array<From, kN> const*>(src.data()));
   return dst;
+}
+
+// convert_fragment into an existing fragment of the same layout (one that outlives the call, such as the
+// A operand an asynchronous GEMM reads later).
+template <class TensorF, class TensorT>
+__device__ __forceinline__ void convert_fragment_into(TensorF const& src, TensorT& dst) {
+  using From = typename TensorF::value_type;
+  using To = typename std::remove_reference_t<TensorT>::value_type;
+  constexpr int kN = decltype(size(src))::value;
+  cutlass::NumericArrayConverter<To, From, kN> convert;
+  *reinterpret_cast<cutlass::Array<To, kN>*>(dst.data()) =
+      convert(*reinterpret_cast<cutlass::Array<From, kN> const*>(src.data()));
 }
 
 }  // namespace sm80

@@ -26,6 +26,7 @@ struct KernelTraitsDecodeSm80 {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kNWarps = 4;
   static constexpr int kNThreads = 32 * kNWarps;
+  static constexpr int kNLoadThreads = kNThreads;  // every thread copies tiles (paged_load_sm80.cuh)
   static constexpr int kBlockM = 16;  // packed rows: one MMA row tile, shared by every warp
   static constexpr int kWarpN = TileConfigDecodeSm80<kHeadDim>::kWarpN;
   static constexpr int kBlockN = kWarpN * kNWarps;

@@ -21,6 +21,7 @@ struct KernelTraitsSm80 {
   static constexpr int kBlockN = Config::kBlockN;
   static constexpr int kNWarps = Config::kNWarps;
   static constexpr int kNThreads = kNWarps * 32;
+  static constexpr int kNLoadThreads = kNThreads;  // every thread copies tiles (paged_load_sm80.cuh)
   static_assert(kHeadDim % 64 == 0, "smem rows are built from 64-element (128-byte) swizzle atoms");
   static_assert(kBlockM == 16 * kNWarps * (kBlockM / (16 * kNWarps)), "each warp owns whole 16-row MMA tiles");
 

@@ -36,6 +36,11 @@ struct FwdKernels {
   static auto kernel() {
     return flash_fwd_kernel<FwdArch, Traits, Bias, kForm, kVarlen>;
   }
+  template <class Traits, class Bias, BiasForm kForm>
+  static constexpr int smem_bytes() {  // the tiles, and the staged form's bias tile
+    return Traits::kSmemBytes +
+        ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>();
+  }
 };
 
 }  // namespace sm80

@@ -24,8 +24,8 @@ __device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, 
 template <class Traits>
 struct PagedTileRows {
   static constexpr int kChunksPerRow = Traits::kHeadDim / Traits::kGmemElemsPerVec;
-  static_assert(Traits::kNThreads % kChunksPerRow == 0, "a row's 16-byte chunks span whole threads");
-  static constexpr int kRowsPerPass = Traits::kNThreads / kChunksPerRow;
+  static_assert(Traits::kNLoadThreads % kChunksPerRow == 0, "a row's 16-byte chunks span whole threads");
+  static constexpr int kRowsPerPass = Traits::kNLoadThreads / kChunksPerRow;
   static_assert(Traits::kBlockN % kRowsPerPass == 0, "the tile is a whole number of passes");
   static constexpr int kPasses = Traits::kBlockN / kRowsPerPass;
 

@@ -22,16 +22,17 @@ struct EpilogueFwdSm90 {
   static constexpr int kHeadDim = Traits::kHeadDim;
 
   // acc_o: the normalized O accumulator; coord_rc: the (row, column) in the score tile of each score this
-  // thread holds (its rows give the LSE's rows). smem is not needed: O goes out from registers.
+  // thread holds (its rows give the LSE's rows); thread: the index among the consumer threads. O goes out
+  // from registers.
   template <class Params, class TensorO, class TensorC, int kNRows>
   static __device__ __forceinline__ void store(Params const& p, FwdBlock const& block, TensorO const& acc_o,
-                                               TensorC const& coord_rc, float (&lse)[kNRows], char* /*smem*/) {
+                                               TensorC const& coord_rc, float (&lse)[kNRows], int thread) {
     const SeqInfo& seq = block.seq;
     const FwdTile& tile = block.tile;
     using namespace cute;
     Tensor acc_o_rc = acc_rowcol(acc_o);
     typename Traits::TiledMmaPV mma_pv;
-    Tensor coord_o = acc_rowcol(mma_pv.get_thread_slice(threadIdx.x)
+    Tensor coord_o = acc_rowcol(mma_pv.get_thread_slice(thread)
                                     .partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})));
     const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
     Element* o = output_rows(p, seq, tile);

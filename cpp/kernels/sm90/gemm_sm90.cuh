@@ -9,10 +9,13 @@
 namespace sdpa {
 namespace sm90 {
 
-// acc (+)= A B over every k-block, issued as one wgmma batch and waited for. kRegisterA: A lives in
-// registers (the RS form; otherwise A is a shared-memory descriptor). The fences keep the compiler from
-// moving register reads or writes of the operands across the asynchronous instructions.
-template <bool kZeroInit, bool kRegisterA, class TiledMma, class TensorA, class TensorB, class TensorC>
+// acc (+)= A B over every k-block, issued as one wgmma batch (committed as one group) and, with kWait, waited
+// for. kRegisterA: A lives in registers (the RS form; otherwise A is a shared-memory descriptor). The fences
+// keep the compiler from moving register reads or writes of the operands across the asynchronous
+// instructions; without kWait the caller waits (warpgroup_wait) and fences acc itself, and must leave A and
+// acc alone until then.
+template <bool kZeroInit, bool kRegisterA, bool kWait = true, class TiledMma, class TensorA, class TensorB,
+          class TensorC>
 __device__ __forceinline__ void gemm(TiledMma& mma, TensorA const& a, TensorB const& b, TensorC& acc) {
   using namespace cute;
   if constexpr (kRegisterA) warpgroup_fence_operand(const_cast<TensorA&>(a));
@@ -25,9 +28,11 @@ __device__ __forceinline__ void gemm(TiledMma& mma, TensorA const& a, TensorB co
     mma.accumulate_ = GMMA::ScaleOut::One;
   }
   warpgroup_commit_batch();
-  warpgroup_wait<0>();
-  warpgroup_fence_operand(acc);
-  if constexpr (kRegisterA) warpgroup_fence_operand(const_cast<TensorA&>(a));
+  if constexpr (kWait) {
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc);
+    if constexpr (kRegisterA) warpgroup_fence_operand(const_cast<TensorA&>(a));
+  }
 }
 
 // wgmma's accumulator ((2, 2, N / 8), MMA_M, MMA_N) as the 16-bit A operand of a k16 wgmma, ((2, 2, 2),

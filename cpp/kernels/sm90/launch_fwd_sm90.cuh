@@ -5,33 +5,28 @@
 #include <cstddef>
 
 #include "bias/bias_trait.cuh"
-#include "common/flash_fwd_kernel.cuh"
 #include "common/launch_fwd.cuh"
 #include "common/problem_checks.hpp"
 #include "sm80/cute_element.hpp"
-#include "sm90/epilogue_fwd_sm90.cuh"
+#include "sm90/flash_fwd_kernel_sm90.cuh"
 #include "sm90/fwd_sm90.hpp"
 #include "sm90/kernel_traits_sm90.cuh"
-#include "sm90/mainloop_fwd_sm90.cuh"
 
 namespace sdpa {
 
 namespace sm90 {
 
-// The arch's pieces of the generic forward kernel (common/flash_fwd_kernel.cuh).
-struct FwdArch {
-  template <class Traits, bool kVarlen>
-  using Mainloop = MainloopFwdSm90<Traits, kVarlen>;
-  template <class Traits>
-  using Epilogue = EpilogueFwdSm90<Traits>;
-};
-
-// The kernel this family launches (common/launch_fwd.cuh).
+// The kernel this family launches (common/launch_fwd.cuh): warp-specialized, its own shared-memory plan.
 struct FwdKernels {
   static constexpr const char* kName = "launch_fwd_sm90";
   template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
   static auto kernel() {
-    return flash_fwd_kernel<FwdArch, Traits, Bias, kForm, kVarlen>;
+    return flash_fwd_kernel_sm90<Traits, Bias, kForm, kVarlen>;
+  }
+  template <class Traits, class Bias, BiasForm kForm>
+  static constexpr int smem_bytes() {
+    return MainloopFwdSm90<Traits, false>::smem_bytes(
+        ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>());
   }
 };
 

@@ -1,12 +1,22 @@
-// The sm90 forward mainloop: Q once, then K and V tile by tile through cp.async into single smem buffers
-// (the sm80 mainloop's pipeline: V's load overlaps Q K^T, the next K's load overlaps softmax and P V), with
-// both GEMMs on wgmma: S = Q K^T from shared memory, O += P V with P in the registers that held S.
+// The sm90 forward mainloop, warp-specialized. The producer warpgroup copies Q once and then K and V tile by
+// tile (cp.async) into kStages-deep shared-memory pipelines whose mbarriers say when a stage has landed and
+// when the consumers are done with it. The staged form's bias tile has a pipeline of its own, one stage
+// deep: two would not fit beside the K/V stages at hd128 (the consumers free it right after applying it,
+// long before they need the next one). The consumer
+// warpgroups run both GEMMs on wgmma: S = Q K^T from shared memory, O += P V with P in the registers that
+// held S.
 //
-// The first Hopper step of issue 9: wgmma without TMA, warp specialization or softmax/GEMM overlap.
+// Two overlaps keep the tensor cores busy while a warpgroup does softmax:
+//  - inside a warpgroup, P V of tile n + 1 (the tile before, in walk order) is issued together with Q K^T
+//    of tile n and runs while the softmax of tile n is computed;
+//  - across the two consumer warpgroups, named barriers let one warpgroup issue its GEMMs while the other
+//    is in its softmax (ping-pong), so their GEMMs do not contend.
+// cp.async rather than TMA: the same copies serve dense, packed and paged keys of any stride.
 #pragma once
 
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
 
 #include "common/block_coord.hpp"
 #include "common/seq_info.hpp"
@@ -25,93 +35,243 @@ struct MainloopFwdSm90 {
   static constexpr int kBlockM = Traits::kBlockM;
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kStages = Traits::kStages;
+  using Pipeline = cutlass::PipelineAsync<kStages>;
+  using PipelineState = typename Pipeline::PipelineState;
+  using BiasPipeline = cutlass::PipelineAsync<1>;
 
-  // cp.async writes shared memory through the generic proxy and wgmma reads it through the async proxy:
-  // each thread's landed copies are made visible to wgmma before the barrier that publishes them.
-  static __device__ __forceinline__ void publish_copies() {
-    cute::cp_async_wait<0>();
-    cutlass::arch::fence_view_async_shared();
+  // The mbarriers, after the tiles in shared memory (the tiles keep their 1024-byte swizzle alignment).
+  struct Barriers {
+    typename Pipeline::SharedStorage k;         // K of a stage landed / released
+    typename Pipeline::SharedStorage v;
+    typename BiasPipeline::SharedStorage bias;  // the staged bias tile (staged form only)
+    alignas(8) uint64_t q;                      // Q landed
+  };
+
+  // Shared memory: Q, K stages, V stages, the bias tile (staged form only: bias_bytes), barriers.
+  struct Smem {
+    char* base;
+    int bias_bytes;
+    __device__ Element* q() const { return reinterpret_cast<Element*>(base); }
+    __device__ Element* k(int stage) const { return q() + Traits::kSmemQElems + stage * Traits::kSmemKVElems; }
+    __device__ Element* v(int stage) const { return k(kStages) + stage * Traits::kSmemKVElems; }
+    __device__ char* bias() const { return reinterpret_cast<char*>(v(kStages)); }
+    __device__ Barriers& barriers() const { return *reinterpret_cast<Barriers*>(bias() + bias_bytes); }
+  };
+  static constexpr int smem_bytes(int bias_bytes) {
+    return Traits::kSmemBytes + bias_bytes + int(sizeof(Barriers));
+  }
+
+  // Thread roles: warpgroup 0 produces, the others consume. Called by every thread before the roles split.
+  static __device__ __forceinline__ void init_barriers(Smem const& smem) {
+    Barriers& bars = smem.barriers();
+    if (threadIdx.x == 0) cutlass::arch::ClusterBarrier::init(&bars.q, Traits::kNProducerThreads);
+    // The K and V pipelines are initialized by warp 0 inside their constructors (pipeline(..., true_type)).
+    make_pipeline<Pipeline>(bars.k, true);
+    make_pipeline<Pipeline>(bars.v, true);
+    make_pipeline<BiasPipeline>(bars.bias, true);
     __syncthreads();
   }
 
-  // Walks the key tiles of `range` for query block m_block (its sequence laid out as `seq` says), folding
-  // each into acc_o and the softmax statistics.
-  template <class Params, class ScoreModT, class TensorO, class TensorC, class Softmax>
-  static __device__ __forceinline__ void run(Params const& p, SeqInfo const& seq, BlockCoord const& coord,
-                                             int m_block, TileRange const& range, ScoreModT const& score_mod,
-                                             TensorO& acc_o, TensorC const& coord_rc, Softmax& softmax, char* smem) {
+  template <class P>
+  static __device__ __forceinline__ P make_pipeline(typename P::SharedStorage& storage, bool init) {
+    typename P::Params params;
+    params.role = threadIdx.x < Traits::kNProducerThreads ? P::ThreadCategory::Producer
+                                                          : P::ThreadCategory::Consumer;
+    params.producer_arv_count = Traits::kNProducerThreads;
+    params.consumer_arv_count = Traits::kNConsumerThreads;
+    if (init) return P(storage, params, cute::true_type{});
+    return P(storage, params, cute::false_type{});
+  }
+  template <class ScoreModT>
+  static constexpr bool stages_bias() {
+    return ScoreModT::template smem_bytes<Element, kBlockM, kBlockN>() > 0;
+  }
+
+  // A stage is committed by each producer thread's cp.async.mbarrier.arrive.noinc: one arrival per thread
+  // (the barriers expect kNProducerThreads), made by the hardware once the thread's copies have landed.
+  // (CUTLASS's producer_commit with cpasync_barrier_arrive arrives twice per thread in one phase, which
+  // compute-sanitizer's synccheck reports.)
+  //
+  // Both roles walk the key tiles of `range` in one order: the last tile first (the only one that may be
+  // partial), then down.
+
+  // ---- producer warpgroup --------------------------------------------------------------------------------
+  template <class Params, class ScoreModT>
+  static __device__ __forceinline__ void load(Params const& p, SeqInfo const& seq, BlockCoord const& coord,
+                                              int m_block, TileRange const& range, ScoreModT const& score_mod,
+                                              Smem const& smem) {
     using namespace cute;
-    const int b = coord.batch, h = coord.head_q_first;
-    const int tidx = threadIdx.x;
+    const int tidx = threadIdx.x;  // 0 .. kNProducerThreads - 1
     const int seqlen_q = coord.seqlen_q;
+    Barriers& bars = smem.barriers();
+    Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
+    BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
+    PipelineState state = cutlass::make_producer_start_state<Pipeline>();
+    typename BiasPipeline::PipelineState state_bias = cutlass::make_producer_start_state<BiasPipeline>();
 
-    Element* smem_q = reinterpret_cast<Element*>(smem);
-    Element* smem_k = smem_q + Traits::kSmemQElems;
-    Element* smem_v = smem_k + Traits::kSmemKVElems;
-    Tensor sQ = make_tensor(make_smem_ptr(smem_q), typename Traits::SmemLayoutQ{});
-    Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Traits::SmemLayoutKV{});
-    Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutKV{});
-    Tensor sVt = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutVt{});
-    char* smem_bias = reinterpret_cast<char*>(smem_v + Traits::kSmemKVElems);  // staged form only
-
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q()), typename Traits::SmemLayoutQ{});
     Tensor gQ = local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(p.q.data),
-                                                       seq.q_offset(p.q, b, h, 0), p.q.stride_seq, seqlen_q),
+                                                       seq.q_offset(p.q, coord.batch, coord.head_q_first, 0),
+                                                       p.q.stride_seq, seqlen_q),
                            Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
-    auto load_k = sm80::kv_tile_loader<Traits, kVarlen>(p, p.k, seq, coord, sK);
-    auto load_v = sm80::kv_tile_loader<Traits, kVarlen>(p, p.v, seq, coord, sV);
-    auto stage_bias = [&](int n) {
-      score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNThreads>(smem_bias, range, n, seqlen_q, tidx);
-    };
-
-    typename Traits::TiledMmaQK mma_qk;
-    typename Traits::TiledMmaPV mma_pv;
-    auto thr_qk = mma_qk.get_thread_slice(tidx);
-    auto thr_pv = mma_pv.get_thread_slice(tidx);
-    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // smem descriptors
-    Tensor tSrK = thr_qk.partition_fragment_B(sK);
-    Tensor tOrVt = thr_pv.partition_fragment_B(sVt);
-    Tensor acc_o_rc = acc_rowcol(acc_o);
-
     typename Traits::GmemTiledCopyQKV g2s;
     auto g2s_thr = g2s.get_thread_slice(tidx);
     sm80::load_tile(g2s, g2s_thr.partition_S(gQ), g2s_thr.partition_D(sQ),
                     g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})),
                     seqlen_q - m_block * kBlockM);
-    load_k(range.end - 1, cute::false_type{});
-    stage_bias(range.end - 1);
-    cp_async_fence();
+    cutlass::arch::cpasync_barrier_arrive_noinc(&bars.q);
 
-    auto step = [&](int n, auto masked) {
-      Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-      Tensor s = acc_rowcol(acc_s);
-      score_mod.init(acc_s, coord_rc, p, n * kBlockN);
-      publish_copies();  // K(n) (and Q) have landed, and every warp is done reading V(n + 1)
-      load_v(n, cute::bool_constant<!decltype(masked)::value>{});
-      cp_async_fence();
-      gemm</*kZeroInit=*/false, /*kRegisterA=*/false>(mma_qk, tSrQ, tSrK, acc_s);
-
-      score_mod.template apply<decltype(masked)::value, Element, kBlockN>(s, coord_rc, p, n * kBlockN, smem_bias);
-
-      publish_copies();  // V(n) has landed, and every warp is done reading K(n)
-      if (n > range.begin) {
-        load_k(n - 1, cute::true_type{});
-        stage_bias(n - 1);
-        cp_async_fence();
+    auto copy_tile = [&](TensorView const& view, Element* dst, int n) {
+      Tensor s = make_tensor(make_smem_ptr(dst), typename Traits::SmemLayoutKV{});
+      auto load = sm80::kv_tile_loader<Traits, kVarlen>(p, view, seq, coord, s);
+      if (range.needs_mask(n)) load(n, cute::false_type{});
+      else load(n, cute::true_type{});
+    };
+#pragma unroll 1
+    for (int n = range.end - 1; n >= range.begin; --n) {
+      pipe_k.producer_acquire(state);
+      copy_tile(p.k, smem.k(state.index()), n);
+      cutlass::arch::cpasync_barrier_arrive_noinc(pipe_k.producer_get_barrier(state));
+      if constexpr (stages_bias<ScoreModT>()) {
+        pipe_bias.producer_acquire(state_bias);
+        score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNProducerThreads>(smem.bias(), range, n,
+                                                                                       seqlen_q, tidx);
+        cutlass::arch::cpasync_barrier_arrive_noinc(pipe_bias.producer_get_barrier(state_bias));
+        ++state_bias;
       }
-      softmax.update(s, acc_o_rc, p.softmax_c);
+      pipe_v.producer_acquire(state);
+      copy_tile(p.v, smem.v(state.index()), n);
+      cutlass::arch::cpasync_barrier_arrive_noinc(pipe_v.producer_get_barrier(state));
+      ++state;
+    }
+  }
 
-      Tensor rP = sm80::convert_fragment<Element>(acc_s);
-      Tensor tOrP = make_tensor(rP.data(), acc_as_a_operand(rP.layout()));
-      gemm</*kZeroInit=*/false, /*kRegisterA=*/true>(mma_pv, tOrP, tOrVt, acc_o);
+  // ---- consumer warpgroups -------------------------------------------------------------------------------
+  // Walks the key tiles of `range`, folding each into acc_o and the softmax statistics. thread: the index
+  // among the consumer threads.
+  template <class Params, class ScoreModT, class TensorO, class TensorC, class Softmax>
+  static __device__ __forceinline__ void mma(Params const& p, TileRange const& range, ScoreModT const& score_mod,
+                                             TensorO& acc_o, TensorC const& coord_rc, Softmax& softmax,
+                                             Smem const& smem, int thread) {
+    using namespace cute;
+    constexpr int kNRows = decltype(size<0>(coord_rc))::value;
+    Barriers& bars = smem.barriers();
+    Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
+    BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
+    PipelineState state_k, state_v;  // consumers start at phase 0
+    typename BiasPipeline::PipelineState state_bias;
+
+    typename Traits::TiledMmaQK mma_qk;
+    typename Traits::TiledMmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(thread);
+    auto thr_pv = mma_pv.get_thread_slice(thread);
+    Tensor sQ = make_tensor(make_smem_ptr(smem.q()), typename Traits::SmemLayoutQ{});
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);  // smem descriptors
+    auto k_of = [&](int stage) {
+      return thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(smem.k(stage)), typename Traits::SmemLayoutKV{}));
+    };
+    auto vt_of = [&](int stage) {
+      return thr_pv.partition_fragment_B(make_tensor(make_smem_ptr(smem.v(stage)), typename Traits::SmemLayoutVt{}));
+    };
+    Tensor acc_o_rc = acc_rowcol(acc_o);
+    Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+    Tensor s = acc_rowcol(acc_s);
+    // P of the tile before (walk order), as the A operand of its P V: issued with the next Q K^T.
+    Tensor rP = make_tensor<Element>(acc_s.layout());
+    Tensor tOrP = make_tensor(rP.data(), acc_as_a_operand(rP.layout()));
+    float correction[kNRows];
+
+    cutlass::arch::ClusterBarrier::wait(&bars.q, 0);
+    scheduler_init();
+
+    // S = Q K^T of tile n issued (not waited for), from the stage state_k points at.
+    auto issue_qk = [&](int n) {
+      score_mod.init(acc_s, coord_rc, p, n * kBlockN);
+      pipe_k.consumer_wait(state_k);
+      gemm</*kZeroInit=*/false, /*kRegisterA=*/false, /*kWait=*/false>(mma_qk, tSrQ, k_of(state_k.index()), acc_s);
+    };
+    // O += P V of the tile before, issued (not waited for).
+    auto issue_pv = [&]() {
+      Softmax::rescale(acc_o_rc, correction);
+      pipe_v.consumer_wait(state_v);
+      gemm</*kZeroInit=*/false, /*kRegisterA=*/true, /*kWait=*/false>(mma_pv, tOrP, vt_of(state_v.index()), acc_o);
+    };
+    // Once Q K^T of tile n has landed (wgmma groups other than the last `pending` are done): bias, softmax
+    // statistics and P.
+    auto finish_scores = [&](int n, auto masked, auto pending) {
+      warpgroup_wait<decltype(pending)::value>();
+      warpgroup_fence_operand(acc_s);
+      pipe_k.consumer_release(state_k);
+      ++state_k;
+      if constexpr (stages_bias<ScoreModT>()) pipe_bias.consumer_wait(state_bias);
+      score_mod.template apply<decltype(masked)::value, Element, kBlockN>(s, coord_rc, p, n * kBlockN, smem.bias());
+      if constexpr (stages_bias<ScoreModT>()) {
+        pipe_bias.consumer_release(state_bias);
+        ++state_bias;
+      }
+      softmax.update_scores(s, p.softmax_c, correction);
+    };
+    auto release_v = [&]() {
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(acc_o);
+      warpgroup_fence_operand(rP);  // P V has read P: the next P may be written
+      pipe_v.consumer_release(state_v);
+      ++state_v;
     };
 
-    // Last tile first, masked tiles in their own loop, as in the sm80 mainloop.
+    // First tile: Q K^T alone.
     int n = range.end - 1;
+    scheduler_sync();
+    issue_qk(n);
+    scheduler_arrive(false);
+    if (range.needs_mask(n)) finish_scores(n, cute::true_type{}, cute::Int<0>{});
+    else finish_scores(n, cute::false_type{}, cute::Int<0>{});
+    sm80::convert_fragment_into(acc_s, rP);
+
+    auto step = [&](int n, auto masked) {
+      scheduler_sync();
+      issue_qk(n);
+      issue_pv();
+      scheduler_arrive(false);
+      finish_scores(n, masked, cute::Int<1>{});
+      release_v();
+      sm80::convert_fragment_into(acc_s, rP);
+    };
+    --n;
     while (n >= range.begin) {
       for (; n >= range.begin && range.needs_mask(n); --n) step(n, cute::true_type{});
       for (; n >= range.begin && !range.needs_mask(n); --n) step(n, cute::false_type{});
     }
+
+    // Last P V.
+    scheduler_sync();
+    issue_pv();
+    scheduler_arrive(true);
+    release_v();
   }
+
+ private:
+  // Ping-pong between the two consumer warpgroups (two named barriers of 256 threads): a warpgroup
+  // issues its GEMMs only after the other has issued its own, so one computes softmax while the other's
+  // GEMMs run. The second warpgroup opens the first one's barrier once at the start and skips its own last
+  // arrive, which balances every barrier's syncs and arrives.
+  static constexpr int kSchedulerThreads = 2 * 128;
+  static __device__ __forceinline__ int consumer_warpgroup() {
+    return (threadIdx.x - Traits::kNProducerThreads) / 128;  // 0 or 1
+  }
+  static __device__ __forceinline__ void scheduler_init() {
+    if (consumer_warpgroup() == 1) cutlass::arch::NamedBarrier::arrive(kSchedulerThreads, kSchedulerBarrier0);
+  }
+  static __device__ __forceinline__ void scheduler_sync() {
+    cutlass::arch::NamedBarrier::sync(kSchedulerThreads, kSchedulerBarrier0 + consumer_warpgroup());
+  }
+  static __device__ __forceinline__ void scheduler_arrive(bool last) {
+    const int wg = consumer_warpgroup();
+    if (last && wg == 1) return;
+    cutlass::arch::NamedBarrier::arrive(kSchedulerThreads, kSchedulerBarrier0 + (1 - wg));
+  }
+  static constexpr int kSchedulerBarrier0 = 0;  // NamedBarrier adds the ids CUTLASS reserves (__syncthreads' 0)
 };
 
 }  // namespace sm90

@@ -132,7 +132,9 @@ def test_routing_gpu(name, policy):
     with sdpa_core.dispatch_policy(policy):
         text = sdpa_core.explain(q, k, v, attn_mask=mask, is_causal=is_causal)
         out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-    routed = policy == "auto" and _is_sm90() and name in ("none", "is_causal", "dense_float")
+    # a dense bias stays fused on sm90 where the build has the Hopper kernel (it beats cuDNN there)
+    hopper = any(k.startswith("fwd_sm90<DenseBias, bfloat16, hd128>") for k in sdpa_core._C.compiled_kernels())
+    routed = policy == "auto" and _is_sm90() and (name in ("none", "is_causal") or name == "dense_float" and not hopper)
     assert ("path: fused kernel" in text) == (not routed), text
     assert_close(out, attention_fp64(q, k, v, **oracle_kwargs), torch.bfloat16)
 

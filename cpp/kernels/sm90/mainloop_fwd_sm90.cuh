@@ -187,9 +187,11 @@ struct MainloopFwdSm90 {
 
     // S = Q K^T of tile n issued (not waited for), from the stage state_k points at.
     auto issue_qk = [&](int n) {
-      score_mod.init(acc_s, coord_rc, p, n * kBlockN);
+      // The split form starts the accumulator at its column parts; the others let wgmma zero it.
+      if constexpr (ScoreModT::kSplit) score_mod.init(acc_s, coord_rc, p, n * kBlockN);
       pipe_k.consumer_wait(state_k);
-      gemm</*kZeroInit=*/false, /*kRegisterA=*/false, /*kWait=*/false>(mma_qk, tSrQ, k_of(state_k.index()), acc_s);
+      gemm</*kZeroInit=*/!ScoreModT::kSplit, /*kRegisterA=*/false, /*kWait=*/false>(mma_qk, tSrQ,
+                                                                                   k_of(state_k.index()), acc_s);
     };
     // O += P V of the tile before, issued (not waited for).
     auto issue_pv = [&]() {

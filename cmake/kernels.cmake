@@ -91,6 +91,22 @@ template struct ${_type};
       "       &${_type}::can_implement, &${_type}::workspace_size, &${_type}::run${_describe}},\n" PARENT_SCOPE)
 endfunction()
 
+# <out>: whether the Hopper forward kernels are compiled: SDPA_BUILD_SM90 ON, or AUTO with an sm90 arch among
+# those built (they run on sm90 only, so an sm80-only build would carry them for nothing).
+function(_sdpa_build_hopper out)
+  set(_on OFF)
+  if(SDPA_BUILD_SM90 STREQUAL "AUTO")
+    foreach(_arch IN LISTS SDPA_CUDA_ARCHS_BUILT)
+      if(_arch MATCHES "^90")
+        set(_on ON)
+      endif()
+    endforeach()
+  elseif(SDPA_BUILD_SM90)
+    set(_on ON)
+  endif()
+  set(${out} ${_on} PARENT_SCOPE)
+endfunction()
+
 # sdpa_generate_kernels(<out_sources>): writes the kernel TUs and registry.cpp under the binary dir: a
 # forward kernel per (bias, dtype, head dim), with SDPA_BUILD_DECODE its split-KV decode kernel and with
 # SDPA_BUILD_BACKWARD its backward beside it.
@@ -106,7 +122,8 @@ function(sdpa_generate_kernels out_sources out_sm90_sources)
   if(SDPA_BUILD_BACKWARD)
     list(APPEND _directions "bwd")
   endif()
-  if(SDPA_BUILD_SM90)
+  _sdpa_build_hopper(_hopper)
+  if(_hopper)
     list(APPEND _directions "fwd90")
   endif()
   set(_sm90_sources "")

@@ -7,8 +7,8 @@
 # A build made elsewhere can be reused: point SDPA_PREBUILT at a CMake build dir of this repo configured
 # with -DCMAKE_INSTALL_PREFIX=<dir>/install and installed (scripts/build_gpu_prebuilt.sh makes one).
 # Without it the kernels are compiled here for SDPA_CUDA_ARCHS (default: this GPU's arch).
-# SDPA_BUILD_SM90=ON adds the Hopper (wgmma) forward kernels, which dispatch then prefers on sm90; a run with
-# SDPA_MAX_ARCH=80 in the environment times the sm80 kernels of the same build.
+# SDPA_BUILD_SM90 (default AUTO: on for an sm90 GPU) adds the Hopper (wgmma) forward kernels, which dispatch then
+# prefers on sm90; a run with SDPA_MAX_ARCH=80 in the environment times the sm80 kernels of the same build.
 # SDPA_VERIFY_STEPS picks steps (default all: python,gtest,sanitize,pytest,bench), e.g. to split the run
 # across calls with a time limit.
 set -uo pipefail
@@ -49,12 +49,16 @@ build_libsdpa() {
   local arch
   arch=${SDPA_CUDA_ARCHS:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}
   cmake -S . -B "$PREBUILT" -G Ninja -DSDPA_ENABLE_CUDA=ON -DSDPA_CUDA_ARCHS="$arch" \
-        -DSDPA_BUILD_SM90="${SDPA_BUILD_SM90:-OFF}" -DCMAKE_INSTALL_PREFIX="$PREBUILT/install" && cmake --build "$PREBUILT" && cmake --install "$PREBUILT"
+        -DSDPA_BUILD_SM90="${SDPA_BUILD_SM90:-AUTO}" -DCMAKE_INSTALL_PREFIX="$PREBUILT/install" && cmake --build "$PREBUILT" && cmake --install "$PREBUILT"
 }
 
 install_python() {
   "$PY" -m pip install -q --no-build-isolation --no-deps . -C build-dir=/tmp/sdpa-pybuild \
     -C cmake.define.SDPA_USE_INSTALLED=ON -C cmake.define.sdpa_DIR="$PREBUILT/install/lib/cmake/sdpa"
+}
+
+hopper_built() {  # the build holds Hopper forward kernels (SDPA_BUILD_SM90)
+  compgen -G "$PREBUILT/cpp/generated/fwd_sm90_*.cu" >/dev/null
 }
 
 gtest_gpu() {
@@ -64,7 +68,7 @@ gtest_gpu() {
   done
   # With the Hopper kernels built, dispatch prefers them on sm90: the forward suites run again on the
   # sm80 kernels of the same build.
-  if [ "${SDPA_BUILD_SM90:-OFF}" = ON ]; then
+  if hopper_built; then
     for t in "$PREBUILT"/tests/cpp/test_forward_gpu "$PREBUILT"/tests/cpp/test_varlen_gpu; do
       [ -x "$t" ] && { SDPA_MAX_ARCH=80 "$t" --gtest_brief=1 || status=1; }
     done
@@ -82,7 +86,7 @@ sanitize() {  # one configuration per bias keeps the sanitizers to minutes
   local varlen=$PREBUILT/tests/cpp/test_varlen_gpu
   local varlen_filter=${SDPA_SANITIZE_VARLEN_FILTER:-*_bf16_hd128_prefill_page16*:*_bf16_hd128_decode_packed*:*_bf16_hd64_chunked_page64*}
   local tools=(memcheck racecheck)
-  [ "${SDPA_BUILD_SM90:-OFF}" = ON ] && tools+=(synccheck)  # issue 9 asks synccheck of the Hopper kernels too
+  hopper_built && tools+=(synccheck)  # issue 9 asks synccheck of the Hopper kernels too
   for tool in "${tools[@]}"; do
     compute-sanitizer --tool $tool --error-exitcode 1 "$bin" --gtest_filter="$filter" --gtest_brief=1 || return 1
     [ ! -x "$varlen" ] || compute-sanitizer --tool $tool --error-exitcode 1 "$varlen" --gtest_filter="$varlen_filter" \

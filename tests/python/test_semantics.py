@@ -79,3 +79,23 @@ def test_cpu_bfloat16_fallback_keeps_alibi_precision():
     slopes = torch.tensor([0.5, 0.25])
     out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_core.AlibiBias(slopes, 9, 1000))
     assert_close(out, attention_fp64(q, k, v, slopes=slopes), torch.bfloat16)
+
+
+def test_dead_rows_of_a_reused_mask_follow_its_changes():
+    """The torch route zeros rows whose mask keeps no key; the answer is remembered per mask tensor, and an
+    in-place change of the mask (a new version) is seen on the next call."""
+    q, k, v = qkv(1, 2, 2, 6, 5, 8, "cpu", torch.float32)
+    mask = torch.zeros(1, 2, 6, 5)
+    mask[:, :, 1] = float("-inf")  # row 1 sees no key
+    with sdpa_core.dispatch_policy("auto"):
+        first = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        again = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        assert torch.equal(first, again)
+        assert torch.equal(first[:, :, 1], torch.zeros_like(first[:, :, 1]))
+        mask[:, :, 1] = 0.0  # row 1 now sees every key, row 3 none
+        mask[:, :, 3] = float("-inf")
+        changed = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    want = attention_fp64(q, k, v, dense=mask)
+    assert torch.equal(changed[:, :, 3], torch.zeros_like(changed[:, :, 3]))
+    assert_close(changed[:, :, 1], want[:, :, 1], torch.float32)
+    assert not changed.isnan().any()

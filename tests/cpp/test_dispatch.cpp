@@ -211,6 +211,21 @@ TEST(Dispatch, StrideOfSizeOneDimensionIsIgnored) {
   EXPECT_NE(choice.status.code, StatusCode::kUnsupported) << choice.status.message;
 }
 
+// A K whose heads are one tensor broadcast (head stride 0) cannot be a TMA dim: the Hopper kernel refuses it
+// and the sm80 kernel, which reads rows by address, takes it.
+TEST(Dispatch, BroadcastStrideFallsThroughToTheSm80Kernel) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  sdpa::AttentionProblem p = aligned_problem(DType::kBFloat16, 128);
+  p.k.stride_head = 0;
+  const sdpa::KernelChoice choice = sdpa::select_forward(p, {});
+  ASSERT_TRUE(choice.status.ok()) << choice.status.message;
+  EXPECT_EQ(choice.kernel.rfind("fwd_sm80<", 0), 0u) << choice.kernel;
+  if (prefill_family() == "fwd_sm90") {
+    p.k.stride_head = p.v.stride_head;  // the same problem with real heads runs on the Hopper kernel
+    EXPECT_EQ(sdpa::select_forward(p, {}).kernel.rfind("fwd_sm90<", 0), 0u);
+  }
+}
+
 // Walks every dtype, head dim and bias: `select(dtype, head_dim, bias)` must name `family`'s kernel exactly
 // where the build compiled it, and say "not compiled" elsewhere. Returns how many compiled ones it met.
 template <class Select>

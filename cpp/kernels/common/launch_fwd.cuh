@@ -5,6 +5,8 @@
 //     static constexpr const char* kName = "launch_fwd_sm80";
 //     template <class Traits, class Bias, BiasForm kForm, bool kVarlen> static auto kernel();
 //     template <class Traits, class Bias, BiasForm kForm> static constexpr int smem_bytes();  // dynamic
+//     template <class Traits, bool kVarlen, class P>                 // what the kernel takes: the params, or
+//     static auto kernel_params(const AttentionProblem&, const P&);  // more (sm90: TMA descriptors)
 //   };
 #pragma once
 
@@ -30,7 +32,8 @@ struct FwdLauncher {
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
     // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
     const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
-    kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(params);
+    kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(
+        Family::template kernel_params<Traits, kVarlen>(problem, params));
     return launch_status(Family::kName, "kernel");
   }
 };

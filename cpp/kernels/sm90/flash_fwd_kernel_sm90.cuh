@@ -17,10 +17,12 @@ namespace sdpa {
 namespace sm90 {
 
 // kForm: how this launch evaluates the bias (BiasForm); kVarlen: a variable-length batch, as in the generic
-// kernel. Dynamic shared memory: MainloopFwdSm90::smem_bytes(bias bytes of one tile).
+// kernel; p carries the TMA descriptors of a dense launch. Dynamic shared memory:
+// MainloopFwdSm90::smem_bytes(bias bytes of one tile).
 template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
-    flash_fwd_kernel_sm90(const __grid_constant__ FwdParams<typename Bias::Params> p) {
+    flash_fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90<FwdParams<typename Bias::Params>,
+                                                                TmaFor<Traits, kVarlen>> p) {
   using namespace cute;
   using Mainloop = MainloopFwdSm90<Traits, kVarlen>;
   constexpr int kBlockM = Traits::kBlockM;

@@ -11,6 +11,7 @@
 #include "sm90/flash_fwd_kernel_sm90.cuh"
 #include "sm90/fwd_sm90.hpp"
 #include "sm90/kernel_traits_sm90.cuh"
+#include "sm90/tma_fwd_sm90.cuh"
 
 namespace sdpa {
 
@@ -22,6 +23,16 @@ struct FwdKernels {
   template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
   static auto kernel() {
     return flash_fwd_kernel_sm90<Traits, Bias, kForm, kVarlen>;
+  }
+  // A dense problem's Q/K/V come by TMA (descriptors built here, on the host); a variable-length batch keeps
+  // cp.async.
+  template <class Traits, bool kVarlen, class P>
+  static auto kernel_params(const AttentionProblem& problem, const P& params) {
+    if constexpr (kVarlen) {
+      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, {}};
+    } else {
+      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, TmaFwd<Traits>::make(problem)};
+    }
   }
   template <class Traits, class Bias, BiasForm kForm>
   static constexpr int smem_bytes() {
@@ -37,7 +48,8 @@ Status FwdSm90<Bias, kDType, kHeadDim>::can_implement(const AttentionProblem& pr
   if (problem.dtype != kDType || problem.head_dim != kHeadDim) {
     return Status::error(StatusCode::kUnsupported, "fwd_sm90: the problem's dtype or head dim is not the kernel's");
   }
-  return check_rows_16b_aligned(problem);
+  if (Status s = check_rows_16b_aligned(problem); !s.ok()) return s;
+  return sm90::check_tma_layout(problem);
 }
 
 template <class Bias, DType kDType, int kHeadDim>

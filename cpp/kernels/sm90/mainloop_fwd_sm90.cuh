@@ -11,8 +11,13 @@
 //    of tile n and runs while the softmax of tile n is computed;
 //  - across the two consumer warpgroups, named barriers let one warpgroup issue its GEMMs while the other
 //    is in its softmax (ping-pong), so their GEMMs do not contend.
-// cp.async rather than TMA: the same copies serve dense, packed and paged keys of any stride.
+// Q, K and V of a dense problem come by TMA (one thread issues each tile; sm90/tma_fwd_sm90.cuh); a
+// variable-length batch's packed or paged rows come by the sm80 kernel's cp.async loaders, from all 128
+// producer threads. The staged bias tile always comes by cp.async.
 #pragma once
+
+#include <type_traits>
+#include <utility>
 
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
@@ -24,6 +29,7 @@
 #include "sm80/gemm_sm80.cuh"  // head_matrix, load_tile, convert_fragment: cp.async and conversions, any arch
 #include "sm80/kv_loads_sm80.cuh"
 #include "sm90/gemm_sm90.cuh"
+#include "sm90/tma_fwd_sm90.cuh"
 #include "softmax.cuh"
 
 namespace sdpa {
@@ -36,7 +42,9 @@ struct MainloopFwdSm90 {
   static constexpr int kBlockN = Traits::kBlockN;
   static constexpr int kHeadDim = Traits::kHeadDim;
   static constexpr int kStages = Traits::kStages;
-  using Pipeline = cutlass::PipelineAsync<kStages>;
+  static constexpr bool kTma = !kVarlen;
+  using Tma = TmaFwd<Traits>;
+  using Pipeline = std::conditional_t<kTma, cutlass::PipelineTmaAsync<kStages>, cutlass::PipelineAsync<kStages>>;
   using PipelineState = typename Pipeline::PipelineState;
   using BiasPipeline = cutlass::PipelineAsync<1>;
 
@@ -65,7 +73,7 @@ struct MainloopFwdSm90 {
   // Thread roles: warpgroup 0 produces, the others consume. Called by every thread before the roles split.
   static __device__ __forceinline__ void init_barriers(Smem const& smem) {
     Barriers& bars = smem.barriers();
-    if (threadIdx.x == 0) cutlass::arch::ClusterBarrier::init(&bars.q, Traits::kNProducerThreads);
+    if (threadIdx.x == 0) cutlass::arch::ClusterBarrier::init(&bars.q, kTma ? 1 : Traits::kNProducerThreads);
     // The K and V pipelines are initialized by warp 0 inside their constructors (pipeline(..., true_type)).
     make_pipeline<Pipeline>(bars.k, true);
     make_pipeline<Pipeline>(bars.v, true);
@@ -78,18 +86,29 @@ struct MainloopFwdSm90 {
     typename P::Params params;
     params.role = threadIdx.x < Traits::kNProducerThreads ? P::ThreadCategory::Producer
                                                           : P::ThreadCategory::Consumer;
-    params.producer_arv_count = Traits::kNProducerThreads;
-    params.consumer_arv_count = Traits::kNConsumerThreads;
-    if (init) return P(storage, params, cute::true_type{});
-    return P(storage, params, cute::false_type{});
+    if constexpr (std::is_same_v<P, cutlass::PipelineTmaAsync<kStages>>) {
+      // Thread 0 issues the copies and arms each stage with the bytes its copy brings.
+      params.transaction_bytes = Tma::kBytesKV;
+      params.is_leader = threadIdx.x == 0;
+      params.num_consumers = Traits::kNConsumerThreads;
+      const auto cluster = cute::Shape<cute::_1, cute::_1, cute::_1>{};
+      if (init) return P(storage, params, cluster, cute::true_type{}, cute::true_type{});
+      return P(storage, params, cluster, cute::false_type{}, cute::true_type{});
+    } else {
+      params.producer_arv_count = Traits::kNProducerThreads;
+      params.consumer_arv_count = Traits::kNConsumerThreads;
+      if (init) return P(storage, params, cute::true_type{});
+      return P(storage, params, cute::false_type{});
+    }
   }
   template <class ScoreModT>
   static constexpr bool stages_bias() {
     return ScoreModT::template smem_bytes<Element, kBlockM, kBlockN>() > 0;
   }
 
-  // A stage is committed by each producer thread's cp.async.mbarrier.arrive.noinc: one arrival per thread
-  // (the barriers expect kNProducerThreads), made by the hardware once the thread's copies have landed.
+  // Without TMA a stage is committed by each producer thread's cp.async.mbarrier.arrive.noinc: one arrival
+  // per thread (the barriers expect kNProducerThreads), made by the hardware once the thread's copies have
+  // landed. With TMA the stage's barrier counts the bytes the copy brings.
   // (CUTLASS's producer_commit with cpasync_barrier_arrive arrives twice per thread in one phase, which
   // compute-sanitizer's synccheck reports.)
   //
@@ -111,28 +130,66 @@ struct MainloopFwdSm90 {
     typename BiasPipeline::PipelineState state_bias = cutlass::make_producer_start_state<BiasPipeline>();
 
     Tensor sQ = make_tensor(make_smem_ptr(smem.q()), typename Traits::SmemLayoutQ{});
-    Tensor gQ = local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(p.q.data),
-                                                       seq.q_offset(p.q, coord.batch, coord.head_q_first, 0),
-                                                       p.q.stride_seq, seqlen_q),
-                           Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
-    typename Traits::GmemTiledCopyQKV g2s;
-    auto g2s_thr = g2s.get_thread_slice(tidx);
-    sm80::load_tile(g2s, g2s_thr.partition_S(gQ), g2s_thr.partition_D(sQ),
-                    g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})),
-                    seqlen_q - m_block * kBlockM);
-    cutlass::arch::cpasync_barrier_arrive_noinc(&bars.q);
+    auto stage_kv = [](Element* base) { return make_tensor(make_smem_ptr(base), typename Traits::SmemLayoutKV{}); };
+    // load_q(): Q into sQ, arriving on bars.q; load_kv(is_k, n, state): tile n of K or V into the stage.
+    // With TMA only thread 0 issues copies (`issuer`), and producer_acquire arms the stage's byte count.
+    const bool issuer = !kTma || tidx == 0;
+    auto [load_q, load_kv] = [&] {
+      if constexpr (kTma) {
+        auto const& tma = p.tma;
+        Tensor mQ = tma.q.get_tma_tensor(tma.shape_q);
+        Tensor mK = tma.k.get_tma_tensor(tma.shape_kv);
+        Tensor mV = tma.v.get_tma_tensor(tma.shape_kv);
+        Tensor gQ = local_tile(mQ(_, _, coord.head_q_first, coord.batch), Shape<Int<kBlockM>, Int<kHeadDim>>{},
+                               make_coord(m_block, _0{}));
+        Tensor gK = local_tile(mK(_, _, coord.head_kv, coord.batch), Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                               make_coord(_, _0{}));
+        Tensor gV = local_tile(mV(_, _, coord.head_kv, coord.batch), Shape<Int<kBlockN>, Int<kHeadDim>>{},
+                               make_coord(_, _0{}));
+        auto q = [&, gQ] {
+          cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&bars.q, Tma::kBytesQ);
+          auto thr = tma.q.get_slice(_0{});
+          copy(tma.q.with(bars.q), thr.partition_S(gQ), thr.partition_D(sQ));
+        };
+        auto kv = [&, gK, gV](bool is_k, int n, PipelineState const& state, Pipeline& pipe) {
+          auto const& copy_op = is_k ? tma.k : tma.v;
+          auto thr = copy_op.get_slice(_0{});
+          Tensor dst = stage_kv(is_k ? smem.k(state.index()) : smem.v(state.index()));
+          Tensor src = thr.partition_S(is_k ? gK : gV);
+          copy(copy_op.with(*pipe.producer_get_barrier(state)), src(_, _, _, n), thr.partition_D(dst));
+        };
+        return std::make_pair(q, kv);
+      } else {
+        auto q = [&] {
+          Tensor gQ = local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(p.q.data),
+                                                             seq.q_offset(p.q, coord.batch, coord.head_q_first, 0),
+                                                             p.q.stride_seq, seqlen_q),
+                                 Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
+          typename Traits::GmemTiledCopyQKV g2s;
+          auto g2s_thr = g2s.get_thread_slice(tidx);
+          sm80::load_tile(g2s, g2s_thr.partition_S(gQ), g2s_thr.partition_D(sQ),
+                          g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{})),
+                          seqlen_q - m_block * kBlockM);
+          cutlass::arch::cpasync_barrier_arrive_noinc(&bars.q);
+        };
+        auto kv = [&](bool is_k, int n, PipelineState const& state, Pipeline& pipe) {
+          Tensor dst = stage_kv(is_k ? smem.k(state.index()) : smem.v(state.index()));
+          auto load = sm80::kv_tile_loader<Traits, kVarlen>(p, is_k ? p.k : p.v, seq, coord, dst);
+          if (range.needs_mask(n)) load(n, cute::false_type{});
+          else load(n, cute::true_type{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(pipe.producer_get_barrier(state));
+        };
+        return std::make_pair(q, kv);
+      }
+    }();
 
-    auto copy_tile = [&](TensorView const& view, Element* dst, int n) {
-      Tensor s = make_tensor(make_smem_ptr(dst), typename Traits::SmemLayoutKV{});
-      auto load = sm80::kv_tile_loader<Traits, kVarlen>(p, view, seq, coord, s);
-      if (range.needs_mask(n)) load(n, cute::false_type{});
-      else load(n, cute::true_type{});
-    };
+    if (issuer) load_q();
 #pragma unroll 1
     for (int n = range.end - 1; n >= range.begin; --n) {
-      pipe_k.producer_acquire(state);
-      copy_tile(p.k, smem.k(state.index()), n);
-      cutlass::arch::cpasync_barrier_arrive_noinc(pipe_k.producer_get_barrier(state));
+      if (issuer) {
+        pipe_k.producer_acquire(state);
+        load_kv(true, n, state, pipe_k);
+      }
       if constexpr (stages_bias<ScoreModT>()) {
         pipe_bias.producer_acquire(state_bias);
         score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNProducerThreads>(smem.bias(), range, n,
@@ -140,9 +197,10 @@ struct MainloopFwdSm90 {
         cutlass::arch::cpasync_barrier_arrive_noinc(pipe_bias.producer_get_barrier(state_bias));
         ++state_bias;
       }
-      pipe_v.producer_acquire(state);
-      copy_tile(p.v, smem.v(state.index()), n);
-      cutlass::arch::cpasync_barrier_arrive_noinc(pipe_v.producer_get_barrier(state));
+      if (issuer) {
+        pipe_v.producer_acquire(state);
+        load_kv(false, n, state, pipe_v);
+      }
       ++state;
     }
   }

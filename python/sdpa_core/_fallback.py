@@ -237,11 +237,13 @@ def _dead_rows(mask: torch.Tensor) -> torch.Tensor:
     """Where ``mask`` removes every key of a row, (..., Sq, 1) bool. Reads the mask once, in its own broadcast
     shape (a (B, 1, 1, Skv) padding mask costs B x Skv reads), and remembers the answer for the mask tensor
     while its version counter stands still: a model passes one mask to every layer, and for a dense (1, H, S,
-    S) bias this pass costs ~5% of torch's attention (H100, S=4k fwd+bwd). Never remembered while tracing or
-    while a CUDA graph is captured (a replay may bring new mask values under the same version)."""
-    remember = not torch.compiler.is_compiling() and not (mask.is_cuda and torch.cuda.is_current_stream_capturing())
-    key = (id(mask), mask.dtype, tuple(mask.shape), tuple(mask.stride()), mask.storage_offset())
-    if remember:
+    S) bias this pass costs ~5% of torch's attention (H100, S=4k fwd+bwd). Never remembered while tracing,
+    while a CUDA graph is captured (a replay may bring new mask values under the same version) or for an
+    inference-mode mask (no version counter)."""
+    remember = not torch.compiler.is_compiling() and not mask.is_inference() and not (
+        mask.is_cuda and torch.cuda.is_current_stream_capturing())  # inference tensors keep no version counter
+    if remember:  # (ids, versions and weak references are eager-only: dynamo must not see them)
+        key = (id(mask), mask.dtype, tuple(mask.shape), tuple(mask.stride()), mask.storage_offset())
         hit = _DEAD_ROWS.get(key)
         if hit is not None and hit[0]() is mask and hit[1] == mask._version:
             return hit[2]

@@ -99,3 +99,16 @@ def test_dead_rows_of_a_reused_mask_follow_its_changes():
     assert torch.equal(changed[:, :, 3], torch.zeros_like(changed[:, :, 3]))
     assert_close(changed[:, :, 1], want[:, :, 1], torch.float32)
     assert not changed.isnan().any()
+
+
+def test_dead_rows_of_an_inference_mode_mask():
+    """A mask made under torch.inference_mode() has no version counter: its dead rows are computed each call."""
+    q, k, v = qkv(1, 2, 2, 6, 5, 8, "cpu", torch.float32)
+    with torch.inference_mode():
+        mask = torch.zeros(1, 2, 6, 5)
+        mask[:, :, 2] = float("-inf")
+        out = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        mask[:, :, 2] = 0.0
+        again = sdpa_core.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(out[:, :, 2], torch.zeros_like(out[:, :, 2]))
+    assert_close(again, attention_fp64(q, k, v, dense=mask), torch.float32)

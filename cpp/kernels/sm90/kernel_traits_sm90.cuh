@@ -12,28 +12,14 @@
 #include <cute/arch/mma_sm90.hpp>
 #include <cutlass/numeric_types.h>
 
-#include <type_traits>
-
-#include "sdpa/bias.hpp"  // CausalVariant
-
 namespace sdpa {
 
-// Tile sizes per head dim and bias: the O accumulator (64 x kHeadDim fp32 per warpgroup, kHeadDim / 2
-// registers per thread) grows with the head dim, so hd256 takes a narrower key tile to keep S (kBlockN / 2
-// registers) and P beside it without spilling. At hd128 a block that walks every key tile (no causal mask)
-// takes 176 keys per tile, as FlashAttention-3 does (fewer softmax rounds per key; wgmma's n176 shape needs
-// CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED, set by the build); a causal block keeps 128 (less waste on the
-// diagonal), and so does the staged dense bias, whose wider tile would not fit beside the K/V stages.
-template <int kHeadDim, class Bias = void>
+// Tile sizes per head dim: the O accumulator (64 x kHeadDim fp32 per warpgroup, kHeadDim / 2 registers per
+// thread) grows with the head dim, so hd256 takes a narrower key tile to keep S (kBlockN / 2 registers) and
+// P beside it without spilling.
+template <int kHeadDim>
 struct TileConfigSm90 {
-  static constexpr bool kWide = [] {
-    if constexpr (std::is_void_v<Bias>) {
-      return false;
-    } else {
-      return kHeadDim == 128 && Bias::kCausal == CausalVariant::kNone && !Bias::kStagesTile;
-    }
-  }();
-  static constexpr int kBlockM = 128, kBlockN = kHeadDim == 256 ? 64 : kWide ? 176 : 128;
+  static constexpr int kBlockM = 128, kBlockN = kHeadDim == 256 ? 64 : 128;
 };
 
 template <class Element_, int kHeadDim_, class Config = TileConfigSm90<kHeadDim_>>

@@ -60,7 +60,7 @@ std::size_t FwdSm90<Bias, kDType, kHeadDim>::workspace_size(const AttentionProbl
 template <class Bias, DType kDType, int kHeadDim>
 Status FwdSm90<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void*,
                                             std::size_t) {
-  using Traits = KernelTraitsSm90<typename CuteElement<kDType>::type, kHeadDim, TileConfigSm90<kHeadDim, Bias>>;
+  using Traits = KernelTraitsSm90<typename CuteElement<kDType>::type, kHeadDim>;
   return run_forward<sm90::FwdKernels, Traits, Bias>(problem, bias);
 }
 

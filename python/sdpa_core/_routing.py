@@ -1,10 +1,11 @@
 """Where ``dispatch_policy("auto")`` hands a call that an sdpa_core kernel covers to PyTorch instead.
 
 The product rule: no call through sdpa_core may be slower than the ``torch.nn.functional`` call it
-replaces. Until sdpa_core's Hopper kernels exist, torch has the faster kernel for some requests; those
-are listed here with the measurement behind each (benchmarks/results.md, H100, 2026-11-25/26):
+replaces. Torch has the faster kernel for some requests; those are listed here with the measurement
+behind each (benchmarks/results.md, H100, 2026-11-25/26):
   * sm90, no bias or upper-left causal: torch's default (cuDNN) runs ~1.7x our sm80-class kernel
-    (d128 S8k causal 552 vs 326 TFLOP/s);
+    (d128 S8k causal 552 vs 326 TFLOP/s) and is level with the Hopper kernel (0.97-0.99x), except for the
+    upper-left causal inference call at head dim 128, which the Hopper kernel wins (see _unbiased_reason);
   * sm90, a dense bias without a causal mask, prefill, where libsdpa has no Hopper kernel for the call:
     torch's default (cuDNN) 277-307 vs our sm80 kernel's 247-255. The Hopper kernel (SDPA_BUILD_SM90)
     wins the inference call: H100, 2026-11-26, d128 S4k (1,H,S,S) bias, 325 vs torch default 269;
@@ -102,6 +103,11 @@ def _unbiased_reason(query, causal: int, training: bool = False) -> str:
     ``training``: the backward's speed counts too), shared by the dispatcher and the no-mask hot path."""
     major, _ = device_info(query.device)
     if causal in (0, 1) and major == 9 and not _decode_shaped(query, training):
+        if causal == 1 and not training and query.shape[-1] == 128 and _hopper_forward(query):
+            # H100, 2026-11-26, three runs, bf16 fwd TFLOP/s, ours (fwd_sm90 with TMA) vs torch's default:
+            # d128 S8k causal 552 vs 540 and 543 vs 533, S16k 595 vs 557. Not yet at d64 (415 vs 430), d256
+            # (565 vs 578) or without a mask (605 vs 614): those stay on torch.
+            return ""
         return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
     if training and causal == 2 and major == 9:
         # fwd+bwd, H200, 2026-11-26, d128 Sq2k/Skv8k: torch's FlashAttention-2 302 TFLOP/s, ours 236 (the sm80

@@ -239,6 +239,25 @@ def test_routing_keeps_dense_bias_inference_on_the_hopper_kernel(monkeypatch):
         assert "cuDNN" in _routing.torch_is_faster(torch.empty(1, 2, 40, 64, dtype=torch.bfloat16), dense)
 
 
+def test_routing_keeps_hd128_causal_inference_on_the_hopper_kernel(monkeypatch):
+    """Upper-left causal inference at head dim 128 stays fused on sm90 where the Hopper kernel is built (it beats
+    torch's default there); other head dims, no mask, training calls and builds without it go to torch."""
+    monkeypatch.setattr(_routing, "device_info", lambda device: (9, 132))
+    monkeypatch.setattr(_routing, "_hopper_kernels", {})
+    monkeypatch.setattr(_routing, "_C", types.SimpleNamespace(
+        compiled_kernels=lambda: ["fwd_sm90<CausalUpperLeft, bfloat16, hd128>", "fwd_sm90<NoBias, bfloat16, hd64>"]))
+    monkeypatch.delenv("SDPA_MAX_ARCH", raising=False)
+    causal = KernelBias.causal_only(sdpa_core.CausalVariant.UPPER_LEFT)
+    plain = KernelBias.causal_only(None)
+    q128, q64 = torch.empty(1, 2, 40, 128, dtype=torch.bfloat16), torch.empty(1, 2, 40, 64, dtype=torch.bfloat16)
+    with sdpa_core.dispatch_policy("auto"):
+        assert _routing.torch_is_faster(q128, causal, training=False) == ""
+        assert "cuDNN" in _routing.torch_is_faster(q128, causal, training=True)
+        assert "cuDNN" in _routing.torch_is_faster(q128, plain, training=False)
+        assert "cuDNN" in _routing.torch_is_faster(q64, causal, training=False)
+        assert "cuDNN" in _routing.torch_is_faster(q128.half(), causal, training=False)  # no fp16 Hopper kernel
+
+
 def test_auto_dispatch_trains_the_bias_fused_and_the_fixed_bias_on_torch(fused, monkeypatch):
     monkeypatch.setattr(_routing, "device_info", lambda device: (9, 132))
     q, k, v = (t.requires_grad_(True) for t in qkv(1, 2, 2, 9, 9, 64, dtype=torch.float64))

@@ -34,12 +34,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
 
-  const FwdBlock block = FwdBlock::of<kVarlen, Bias, kBlockM, kBlockN>(p);
-  if (!block.has_rows) return;
-  if (block.range.empty()) {
-    block.store_empty<typename Traits::Element, kBlockM, Traits::kHeadDim>(p);
-    return;
-  }
+  FwdBlock block;
+  if (!FwdBlock::begin<kVarlen, Bias, Traits>(p, block)) return;
   const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
 
   typename Traits::TiledMmaS mma_s;

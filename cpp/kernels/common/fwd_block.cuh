@@ -39,6 +39,19 @@ struct FwdBlock {
     return b;
   }
 
+  // The block at blockIdx for a kernel of `Traits` tiles, into `b`; false when it has nothing to compute: no
+  // rows (a shorter sequence of a varlen batch) or no visible key (then it has stored O = 0 and LSE = -inf).
+  template <bool kVarlen, class Bias, class Traits, class Params>
+  static __device__ __forceinline__ bool begin(Params const& p, FwdBlock& b) {
+    b = of<kVarlen, Bias, Traits::kBlockM, Traits::kBlockN>(p);
+    if (!b.has_rows) return false;
+    if (b.range.empty()) {
+      b.store_empty<typename Traits::Element, Traits::kBlockM, Traits::kHeadDim>(p);
+      return false;
+    }
+    return true;
+  }
+
   // Index in the LSE of row `row` of the block's kBlockM rows: (B, Hq, Sq) contiguous, or (total_q, Hq) for
   // a variable-length batch.
   template <int kBlockM, class Params>

@@ -3,6 +3,9 @@
 # only the kernels named by SDPA_KERNEL_BIASES / _DTYPES / _HEAD_DIMS (default: the serving biases, bf16,
 # hd128; no backward), installs the Python package on it, then runs the GoogleTest filter and pytest
 # expression given and the serving benchmarks. Logs under $OUT (or ./gpu_quick_out).
+# Optional: BENCH_CASES (prefill benchmark cases, e.g. d128-s8k,d128-s8k-causal; with Hopper kernels built also
+# timed on the sm80 kernels of the build), SANITIZE_FILTER (GoogleTest filter of forward cases for memcheck,
+# racecheck and synccheck), SKIP_SERVING_BENCH=1 (no decode/varlen benchmarks).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_quick_out}; mkdir -p "$OUT"

@@ -57,8 +57,10 @@ install_python() {
     -C cmake.define.SDPA_USE_INSTALLED=ON -C cmake.define.sdpa_DIR="$PREBUILT/install/lib/cmake/sdpa"
 }
 
-hopper_built() {  # the build holds Hopper forward kernels (SDPA_BUILD_SM90)
-  compgen -G "$PREBUILT/cpp/generated/fwd_sm90_*.cu" >/dev/null
+hopper_built() {  # the build holds Hopper forward kernels (SDPA_BUILD_SM90): its generated files, or for a
+  # prebuilt that carries only install/, the registry's family name in the library
+  compgen -G "$PREBUILT/cpp/generated/fwd_sm90_*.cu" >/dev/null ||
+    grep -aqs 'fwd_sm90' "$PREBUILT"/install/lib*/libsdpa.*
 }
 
 gtest_gpu() {

@@ -75,6 +75,22 @@ struct FwdBlock {
     for (int row = threadIdx.x; row < rows; row += blockDim.x) p.lse[lse_index<kBlockM>(p, row)] = -CUDART_INF_F;
   }
 
+  // Each row's LSE, from the threads whose scores hold it: a row lives in the four lanes of a quad (the
+  // sm80 mma.sync and the sm90 wgmma accumulators alike), and the one holding column 0 writes it. coord_rc:
+  // the (row, column) inside the score tile of each score the thread holds.
+  template <int kBlockM, class Params, class TensorC, int kNRows>
+  __device__ __forceinline__ void store_lse(Params const& p, TensorC const& coord_rc,
+                                            float const (&lse)[kNRows]) const {
+    using cute::get;
+    if (p.lse == nullptr) return;
+    const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
+#pragma unroll
+    for (int r = 0; r < kNRows; ++r) {
+      const int row = get<0>(coord_rc(r, 0));
+      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[lse_index<kBlockM>(p, row)] = lse[r];
+    }
+  }
+
   // The block's view of the bias, for tiles whose rows start at m_block * kBlockM.
   template <class Bias, BiasForm kForm, int kBlockM>
   __device__ __forceinline__ ScoreMod<Bias, kForm> score_mod(typename Bias::Params const& params) const {

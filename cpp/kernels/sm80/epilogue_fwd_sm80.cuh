@@ -47,13 +47,7 @@ struct EpilogueFwdSm80 {
     const int rows_left = seq.seqlen_q - tile.m_block * kBlockM;
     store_rows(s2g, s2g_thr, tOrO, tOgO, rows_left);
 
-    if (p.lse == nullptr) return;
-#pragma unroll
-    for (int r = 0; r < kNRows; ++r) {
-      const int row = get<0>(coord_rc(r, 0));
-      // A row lives in the four lanes of a quad; the one holding column 0 writes it.
-      if (get<1>(coord_rc(r, 0)) == 0 && row < rows_left) p.lse[block.lse_index<kBlockM>(p, row)] = lse[r];
-    }
+    block.store_lse<kBlockM>(p, coord_rc, lse);
   }
 
  private:

@@ -53,9 +53,6 @@ struct KernelTraitsSm90 {
                                  cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
       cute::Layout<cute::Shape<cute::Int<kNWarpgroups>, cute::_1, cute::_1>>{}));
 
-  using TiledMmaS = TiledMmaQK;  // whose accumulator holds S (common/flash_fwd_kernel.cuh)
-  using TiledMmaO = TiledMmaPV;  // whose accumulator holds O
-
   // 128-byte swizzled rows, the layout wgmma's descriptors expect for K-major operands.
   using SmemLayoutAtom = cute::GMMA::Layout_K_SW128_Atom<Element>;
   using SmemLayoutQ = decltype(cute::tile_to_shape(SmemLayoutAtom{},

@@ -68,10 +68,11 @@ gtest_gpu() {
   for t in "$PREBUILT"/tests/cpp/test_*; do
     [ -x "$t" ] && { "$t" --gtest_brief=1 || status=1; }
   done
-  # With the Hopper kernels built, dispatch prefers them on sm90: the forward suites run again on the
-  # sm80 kernels of the same build.
+  # With the Hopper kernels built, dispatch prefers them on sm90: the forward and backward suites run again
+  # on the sm80 kernels of the same build.
   if hopper_built; then
-    for t in "$PREBUILT"/tests/cpp/test_forward_gpu "$PREBUILT"/tests/cpp/test_varlen_gpu; do
+    for t in "$PREBUILT"/tests/cpp/test_forward_gpu "$PREBUILT"/tests/cpp/test_varlen_gpu \
+             "$PREBUILT"/tests/cpp/test_backward_gpu; do
       [ -x "$t" ] && { SDPA_MAX_ARCH=80 "$t" --gtest_brief=1 || status=1; }
     done
   fi
@@ -96,6 +97,11 @@ sanitize() {  # one configuration per bias keeps the sanitizers to minutes
     # the backward: its dK/dV, dQ-atomic, deterministic dQ and row kernels, one config per bias
     [ ! -x "$bwd" ] || compute-sanitizer --tool $tool --error-exitcode 1 "$bwd" --gtest_filter="$bwd_filter" \
       --gtest_brief=1 || return 1
+    # with Hopper kernels built, the run above took bwd_sm90 at hd128: the sm80 backward once more
+    if hopper_built && [ -x "$bwd" ] && [ "$tool" != synccheck ]; then
+      SDPA_MAX_ARCH=80 compute-sanitizer --tool $tool --error-exitcode 1 "$bwd" --gtest_filter="$bwd_filter" \
+        --gtest_brief=1 || return 1
+    fi
   done
 }
 

@@ -39,6 +39,7 @@ const std::vector<Shape> kShapes = {
     {2, 2, 2, 113, 17, Layout::kBSHD},    // Sq > Skv: lower-right leaves the top rows empty; strided
     {1, 4, 2, 113, 257, Layout::kBSHD},   // GQA groups of 2, strided
     {1, 4, 2, 300, 128, Layout::kBHSD},   // GQA groups of 2, Sq > Skv, several blocks both ways
+    {1, 2, 2, 1000, 200, Layout::kBHSD},  // many query-block steps per key block (both Q/dO stages), partial blocks
 };
 
 // ---- comparison ------------------------------------------------------------------------------------

@@ -226,14 +226,16 @@ TEST(Dispatch, BroadcastStrideFallsThroughToTheSm80Kernel) {
   }
 }
 
-// Walks every dtype, head dim and bias: `select(dtype, head_dim, bias)` must name `family`'s kernel exactly
-// where the build compiled it, and say "not compiled" elsewhere. Returns how many compiled ones it met.
-template <class Select>
-int expect_each_compiled_kernel_selected(const std::string& family, Select select) {
+// Walks every dtype, head dim and bias: `select(dtype, head_dim, bias)` must name the kernel of family
+// `family_of(dtype, head_dim)` exactly where the build compiled it, and say "not compiled" elsewhere.
+// Returns how many compiled ones it met.
+template <class FamilyOf, class Select>
+int expect_each_compiled_kernel_selected(FamilyOf family_of, Select select) {
   const std::vector<std::string> names = sdpa::compiled_kernels();
   int checked = 0;
   for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
     for (int head_dim : {32, 64, 96, 128, 192, 256}) {
+      const std::string family = family_of(dtype, head_dim);
       for (const BiasDesc& bias : all_biases(dtype)) {
         const std::string expected = family + "<" + sdpa::bias_trait_name(bias) + ", " + sdpa::dtype_name(dtype) +
                                      ", hd" + std::to_string(head_dim) + ">";
@@ -261,9 +263,11 @@ TEST(Dispatch, EveryCompiledKernelIsSelected) {
   if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
   if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
   const std::string family = prefill_family();
-  const int checked = expect_each_compiled_kernel_selected(family, [](DType dtype, int head_dim, const BiasDesc& bias) {
-    return sdpa::select_forward(aligned_problem(dtype, head_dim), bias);
-  });
+  const int checked = expect_each_compiled_kernel_selected(
+      [&](DType, int) { return family; },
+      [](DType dtype, int head_dim, const BiasDesc& bias) {
+        return sdpa::select_forward(aligned_problem(dtype, head_dim), bias);
+      });
   EXPECT_EQ(checked, count_family(family)) << "some compiled kernel has a head dim outside the list this test walks";
 }
 
@@ -298,13 +302,36 @@ TEST(Dispatch, EveryCompiledDecodeKernelIsSelected) {
   EXPECT_EQ(checked, count_family("decode_sm80"));
 }
 
+// The Hopper backward (hd128 only) takes a problem on sm90 wherever it is compiled; the sm80 one elsewhere.
+std::string backward_family(DType dtype, int head_dim) {
+  const std::string suffix = std::string("<NoBias, ") + sdpa::dtype_name(dtype) + ", hd" + std::to_string(head_dim) + ">";
+  const std::vector<std::string> names = sdpa::compiled_kernels();
+  const bool hopper = sdpa::current_compute_capability() >= 90 &&
+                      std::find(names.begin(), names.end(), "bwd_sm90" + suffix) != names.end();
+  return hopper ? "bwd_sm90" : "bwd_sm80";
+}
+
 TEST(Dispatch, EveryCompiledBackwardKernelIsSelected) {
   if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
   if (sdpa::current_compute_capability() < 80) GTEST_SKIP() << "the kernels need sm80";
-  const int checked = expect_each_compiled_kernel_selected("bwd_sm80", [](DType dtype, int head_dim, const BiasDesc& bias) {
+  const int checked = expect_each_compiled_kernel_selected(backward_family, [](DType dtype, int head_dim, const BiasDesc& bias) {
     return sdpa::select_backward(aligned_backward_problem(dtype, head_dim), bias);
   });
-  EXPECT_EQ(checked, count_family("bwd_sm80")) << "some compiled kernel has a head dim outside the list this test walks";
+  const int hopper_hd128 = sdpa::current_compute_capability() >= 90 ? count_family("bwd_sm90") : 0;
+  EXPECT_GT(checked, 0);
+  EXPECT_LE(checked, count_family("bwd_sm80") + hopper_hd128) << "some compiled kernel has a head dim outside the list this test walks";
+}
+
+// The Hopper backward adds dQ with atomics: a deterministic problem falls through to the sm80 family, and the
+// refusal says why.
+TEST(Dispatch, DeterministicBackwardTakesTheSm80Kernel) {
+  if (!sdpa::built_with_cuda() || !device_visible()) GTEST_SKIP() << "needs a CUDA build and a device";
+  if (backward_family(DType::kBFloat16, 128) != "bwd_sm90") GTEST_SKIP() << "no Hopper backward here";
+  sdpa::BackwardProblem problem = aligned_backward_problem(DType::kBFloat16, 128);
+  EXPECT_EQ(sdpa::select_backward(problem, {}).kernel, "bwd_sm90<NoBias, bfloat16, hd128>");
+  problem.deterministic = true;
+  const sdpa::KernelChoice choice = sdpa::select_backward(problem, {});
+  EXPECT_EQ(choice.kernel, "bwd_sm80<NoBias, bfloat16, hd128>") << choice.status.message;
 }
 
 // ---- the backward's own arguments and refusals ---------------------------------------------------------

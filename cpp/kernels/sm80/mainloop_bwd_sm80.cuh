@@ -10,6 +10,7 @@
 #include <math_constants.h>
 
 #include "common/block_coord.hpp"
+#include "common/bwd_block.cuh"
 #include "common/params_bwd.hpp"
 #include "common/score_mod.cuh"
 #include "common/tile_range.hpp"
@@ -44,52 +45,6 @@ struct MainloopBwdSm80 {
       ds = p + Traits::kSmemPdSElems;
     }
   };
-
-  // The bias gradient of one step is dS itself (the bias adds to the logit): each (b, h, i, j) is written
-  // once, by the one block that owns key j, so no accumulation is needed. Elements outside the sequence are
-  // skipped; masked elements have P = 0 and write 0.
-  template <class Params, class TensorDS, class TensorC>
-  static __device__ __forceinline__ void store_bias_grad(Params const& p, TensorDS const& ds, TensorC const& coord_rc,
-                                                         int b, int head, int row0, int col0) {
-    Element* base = static_cast<Element*>(const_cast<void*>(p.grad_bias.data)) + b * p.grad_bias.stride_batch +
-                    head * p.grad_bias.stride_head;
-#pragma unroll
-    for (int r = 0; r < size<0>(ds); ++r) {
-      const int i = row0 + get<0>(coord_rc(r, 0));
-      if (i >= p.seqlen_q) continue;
-      Element* row = base + i * p.grad_bias.stride_seq;
-#pragma unroll
-      for (int k = 0; k < size<1>(ds); ++k) {
-        const int j = col0 + get<1>(coord_rc(r, k));
-        if (j < p.seqlen_kv) row[j] = Element(ds(r, k));
-      }
-    }
-  }
-
-  // The same from the dS tile in smem, in 16-byte row pieces (coalesced, unlike the 4-byte register
-  // stores above): for key blocks inside the sequence with 16-byte aligned rows. Rows past the sequence
-  // are skipped.
-  template <class Params, class TensorS>
-  static __device__ __forceinline__ void store_bias_grad_tile(Params const& p, TensorS const& sdS, int b, int head,
-                                                              int m_block, int n_block) {
-    Element* base = static_cast<Element*>(const_cast<void*>(p.grad_bias.data)) + b * p.grad_bias.stride_batch +
-                    head * p.grad_bias.stride_head;
-    Tensor g = local_tile(make_tensor(make_gmem_ptr(base), make_shape(p.seqlen_q, p.seqlen_kv),
-                                      make_stride(p.grad_bias.stride_seq, _1{})),
-                          Shape<Int<kBlockM>, Int<kBlockN>>{}, make_coord(m_block, n_block));
-    typename Traits::Base::GmemTiledCopyO s2g;
-    auto thr = s2g.get_thread_slice(threadIdx.x);
-    Tensor src = thr.partition_S(sdS);
-    Tensor dst = thr.partition_D(g);
-    Tensor rows = thr.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
-    Tensor staged = make_tensor<Element>(shape(dst));
-    copy(s2g, src, staged);
-    const int rows_left = p.seqlen_q - m_block * kBlockM;
-#pragma unroll
-    for (int m = 0; m < size<1>(dst); ++m) {
-      if (get<0>(rows(0, m, 0)) < rows_left) copy(s2g, staged(_, m, _), dst(_, m, _));
-    }
-  }
 
   // Runs every (query head of the group, query block of `range`) step for key block n_block of kv head
   // coord.head_kv, adding into acc_dk (unscaled: the caller applies the softmax scale) and acc_dv. With
@@ -263,7 +218,7 @@ struct MainloopBwdSm80 {
       if constexpr (Bias::kKind == BiasKind::kDense) {
         // A block that ends past the sequence, or rows that 16-byte stores cannot reach, store from registers.
         if (p.grad_bias.data != nullptr && (partial_n || !p.grad_bias_rows_aligned)) {
-          store_bias_grad(p, dp, coord_rc, b, head, row0, col0);
+          store_bias_grad<Element>(p, dp, coord_rc, b, head, row0, col0);
         }
       }
       copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_s)), tPsP);
@@ -271,7 +226,8 @@ struct MainloopBwdSm80 {
       __syncthreads();  // P and dS visible to every warp
       if constexpr (Bias::kKind == BiasKind::kDense) {
         if (p.grad_bias.data != nullptr && !partial_n && p.grad_bias_rows_aligned) {
-          store_bias_grad_tile(p, sdS, b, head, m_block, n_block);
+          store_bias_grad_tile<Element, kBlockM, kBlockN, typename Traits::Base::GmemTiledCopyO>(
+              p, sdS, b, head, m_block, n_block);
         }
       }
 

@@ -13,7 +13,8 @@ Decode-shaped calls (Sq <= 16, inference) stay on sdpa_core's split-KV decode ke
 mask: H200, 2026-11-26, d128 Hq=32 Hkv=8 lower-right, GB/s of K+V: B=8 Sq=1 Skv=8k 3385 vs torch's best
 3274, B=1 Skv=32k 2612 vs 2315, B=8 Sq=4 3314 vs 778, B=64 Skv=2k 3823 vs 3680 (benchmarks/results.md).
 Everything else (ALiBi, lower-right causal prefill, dense bias + causal) stays on sdpa_core's kernels,
-which are at or ahead of torch there.
+which are at or ahead of torch there. Lower-right causal training does too where libsdpa has the Hopper
+backward for the call (H100, 2026-11-26, d128 Sq2k/Skv8k fwd+bwd: 362 vs torch's default 295 TFLOP/s).
 
 One exception to the dense-bias rule: a call that trains the bias itself (its tensor requires grad) stays
 fused. torch's cuDNN and flash backends compute no bias gradient, so torch runs such a call on its
@@ -70,15 +71,20 @@ def torch_is_faster(query, bias, training: bool = False) -> str:
 
 
 def _hopper_forward(query) -> bool:
-    """libsdpa has a Hopper (sm90) forward kernel for this dtype and head dim, and may run it (SDPA_MAX_ARCH,
-    read by libsdpa, can cap dispatch below sm90)."""
-    key = (query.dtype, query.shape[-1])
+    """libsdpa has a Hopper (sm90) forward kernel for this dtype and head dim, and may run it."""
+    return _hopper_kernel(query, "fwd_sm90")
+
+
+def _hopper_kernel(query, family: str) -> bool:
+    """libsdpa has a kernel of the Hopper ``family`` (fwd_sm90, bwd_sm90) for this dtype and head dim, and may
+    run it (SDPA_MAX_ARCH, read by libsdpa, can cap dispatch below sm90)."""
+    key = (family, query.dtype, query.shape[-1])
     found = _hopper_kernels.get(key)
     if found is None:
         cap = os.environ.get("SDPA_MAX_ARCH", "")
         dtype = str(query.dtype).removeprefix("torch.")
         found = _hopper_kernels[key] = (not cap.isdigit() or int(cap) >= 90) and any(
-            name.startswith("fwd_sm90<") and name.endswith(f", {dtype}, hd{query.shape[-1]}>")
+            name.startswith(family + "<") and name.endswith(f", {dtype}, hd{query.shape[-1]}>")
             for name in _C.compiled_kernels())
     return found
 
@@ -109,9 +115,9 @@ def _unbiased_reason(query, causal: int, training: bool = False) -> str:
             # (565 vs 578) or without a mask (605 vs 614): those stay on torch.
             return ""
         return "dispatch_policy 'auto': on sm90 torch's own fused kernel (cuDNN) is faster for this request"
-    if training and causal == 2 and major == 9:
+    if training and causal == 2 and major == 9 and not _hopper_kernel(query, "bwd_sm90"):
         # fwd+bwd, H200, 2026-11-26, d128 Sq2k/Skv8k: torch's FlashAttention-2 302 TFLOP/s, ours 236 (the sm80
-        # backward; the forwards tie)
+        # backward; the forwards tie). The Hopper backward wins it: H100, 2026-11-26, 362 vs torch's default 295.
         return ("dispatch_policy 'auto': on sm90 torch's fused forward and backward are faster for "
                 "lower-right causal training")
     return ""

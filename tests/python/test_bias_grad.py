@@ -258,6 +258,25 @@ def test_routing_keeps_hd128_causal_inference_on_the_hopper_kernel(monkeypatch):
         assert "cuDNN" in _routing.torch_is_faster(q128.half(), causal, training=False)  # no fp16 Hopper kernel
 
 
+def test_routing_keeps_lower_right_training_on_the_hopper_backward(monkeypatch):
+    """Lower-right causal training goes to torch on sm90 unless libsdpa has the Hopper backward for the call's
+    dtype and head dim (it beats torch's default there); a process capped below sm90 keeps the torch rule."""
+    monkeypatch.setattr(_routing, "device_info", lambda device: (9, 132))
+    monkeypatch.setattr(_routing, "_hopper_kernels", {})
+    monkeypatch.setattr(_routing, "_C", types.SimpleNamespace(
+        compiled_kernels=lambda: ["bwd_sm80<CausalLowerRight, bfloat16, hd64>", "bwd_sm90<CausalLowerRight, bfloat16, hd128>"]))
+    monkeypatch.delenv("SDPA_MAX_ARCH", raising=False)
+    lower_right = KernelBias.causal_only(sdpa_core.CausalVariant.LOWER_RIGHT)
+    q128, q64 = torch.empty(1, 2, 40, 128, dtype=torch.bfloat16), torch.empty(1, 2, 40, 64, dtype=torch.bfloat16)
+    with sdpa_core.dispatch_policy("auto"):
+        assert _routing.torch_is_faster(q128, lower_right, training=True) == ""
+        assert "lower-right causal training" in _routing.torch_is_faster(q64, lower_right, training=True)
+        assert "lower-right causal training" in _routing.torch_is_faster(q128.half(), lower_right, training=True)
+        monkeypatch.setattr(_routing, "_hopper_kernels", {})
+        monkeypatch.setenv("SDPA_MAX_ARCH", "80")
+        assert "lower-right causal training" in _routing.torch_is_faster(q128, lower_right, training=True)
+
+
 def test_auto_dispatch_trains_the_bias_fused_and_the_fixed_bias_on_torch(fused, monkeypatch):
     monkeypatch.setattr(_routing, "device_info", lambda device: (9, 132))
     q, k, v = (t.requires_grad_(True) for t in qkv(1, 2, 2, 9, 9, 64, dtype=torch.float64))

@@ -2,13 +2,15 @@
 // layouts (with the transposed views the dK/dV/dQ products read through their descriptors).
 //
 // One block owns kBlockN keys of one kv head and walks kBlockM query rows per step, as the sm80 backward
-// (sm80/kernel_traits_bwd_sm80.cuh) does. Two warpgroups, each the owner of half the keys:
-//   S  = Q K^T, dP = dO V^T          (kBlockM x kBlockN)  warpgroup w: key columns [64w, 64w + 64)
-//   dV += P^T dO, dK += dS^T Q       (kBlockN x kHeadDim) warpgroup w: the same keys, as rows
-//   dQ  = dS K                       (kBlockM x kHeadDim) warpgroup w: head-dim columns [w D/2, (w+1) D/2)
+// (sm80/kernel_traits_bwd_sm80.cuh) does. Two warpgroups share each of the five products:
+//   S  = Q K^T, dP = dO V^T          (kBlockM x kBlockN)   tiling SdP
+//   dV += P^T dO, dK += dS^T Q       (kBlockN x kHeadDim)  tiling dKV
+//   dQ  = dS K                       (kBlockM x kHeadDim)  tiling dQ
 // Every operand is read from shared memory (wgmma's SS form): P and dS are stored there once, and wgmma
 // reads a tile as K-major or MN-major through the same bytes, so no product needs a register transpose.
 #pragma once
+
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -17,33 +19,54 @@
 
 namespace sdpa {
 
-template <class Element_, int kHeadDim_>
+// Tiles and the warpgroup split of each product, (along M, along N), per head dim. wgmma's M is 64 per
+// warpgroup. dK and dV live in registers for the whole block (kBlockN x kHeadDim fp32 each over 256
+// threads), which sets kBlockN: 128 up to hd128, 64 at hd256, where dK/dV split the head dim instead.
+//   hd64, hd128: 64 query rows per step; S/dP split by keys (64 each), dK/dV by keys, dQ by head dim.
+//   hd256: 64 query rows, 64 keys; S/dP by keys (32 each), dK/dV and dQ by head dim (128 each).
+// (hd64 with 128 query rows, each warpgroup owning 64 of them, spilled ~600 bytes: S and dP at 64
+// registers each.)
+template <int kHeadDim>
+struct TileConfigBwdSm90 {
+  static constexpr int kBlockM = 64, kBlockN = 128;
+  static constexpr int kSdPM = 1, kSdPN = 2, kdKVM = 2, kdKVN = 1, kdQM = 1, kdQN = 2;
+};
+template <>
+struct TileConfigBwdSm90<256> {
+  static constexpr int kBlockM = 64, kBlockN = 64;
+  static constexpr int kSdPM = 1, kSdPN = 2, kdKVM = 1, kdKVN = 2, kdQM = 1, kdQN = 2;
+};
+
+template <class Element_, int kHeadDim_, class Config = TileConfigBwdSm90<kHeadDim_>>
 struct KernelTraitsBwdSm90 {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 64;
-  static constexpr int kBlockN = 128;
+  static constexpr int kBlockM = Config::kBlockM;
+  static constexpr int kBlockN = Config::kBlockN;
   static constexpr int kNWarpgroups = 2;
   static constexpr int kNThreads = kNWarpgroups * 128;
   static constexpr int kQStages = 2;  // Q and dO of the next step load while this one computes
-  // dK and dV stay in registers (64 x kHeadDim fp32 each per warpgroup: kHeadDim registers per thread for
-  // both), and dQ's columns split in halves of whole 64-element swizzle atoms: hd128 only. hd64 and hd256
-  // keep the sm80 backward.
-  static_assert(kHeadDim == 128, "the sm90 backward is tiled for head dim 128");
 
-  using TiledMmaSdP = decltype(cute::make_tiled_mma(
+  // A (kM x kN x kK) product over the two warpgroups split (kWgM, kWgN), A and B of the given majors.
+  template <int kM, int kN, int kK, int kWgM, int kWgN, cute::GMMA::Major kMajorA, cute::GMMA::Major kMajorB>
+  using TiledMma = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Element, Element, float,
-                                 cute::Shape<cute::_64, cute::Int<kBlockN / kNWarpgroups>, cute::Int<kHeadDim>>>(),
-      cute::Layout<cute::Shape<cute::_1, cute::Int<kNWarpgroups>, cute::_1>>{}));
-  using TiledMmadKV = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Element, Element, float, cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockM>>,
-                                 cute::GMMA::Major::MN, cute::GMMA::Major::MN>(),
-      cute::Layout<cute::Shape<cute::Int<kNWarpgroups>, cute::_1, cute::_1>>{}));
-  using TiledMmadQ = decltype(cute::make_tiled_mma(
-      cute::GMMA::ss_op_selector<Element, Element, float,
-                                 cute::Shape<cute::_64, cute::Int<kHeadDim / kNWarpgroups>, cute::Int<kBlockN>>,
-                                 cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
-      cute::Layout<cute::Shape<cute::_1, cute::Int<kNWarpgroups>, cute::_1>>{}));
+                                 cute::Shape<cute::Int<kM / kWgM>, cute::Int<kN / kWgN>, cute::Int<kK>>, kMajorA,
+                                 kMajorB>(),
+      cute::Layout<cute::Shape<cute::Int<kWgM>, cute::Int<kWgN>, cute::_1>>{}));
+  static_assert(Config::kSdPM * Config::kSdPN == kNWarpgroups && Config::kdKVM * Config::kdKVN == kNWarpgroups &&
+                    Config::kdQM * Config::kdQN == kNWarpgroups,
+                "each product takes both warpgroups");
+  static_assert(kBlockM / Config::kSdPM == 64 && kBlockN / Config::kdKVM == 64 && kBlockM / Config::kdQM == 64,
+                "wgmma's M is 64 per warpgroup");
+  // dK/dV read Q^T and dO^T MN-major (N = their head-dim share): whole 64-element atoms of 128-byte rows.
+  static_assert((kHeadDim / Config::kdKVN) % 64 == 0, "dK/dV's head-dim share keeps whole swizzle atoms");
+  using TiledMmaSdP = TiledMma<kBlockM, kBlockN, kHeadDim, Config::kSdPM, Config::kSdPN, cute::GMMA::Major::K,
+                               cute::GMMA::Major::K>;
+  using TiledMmadKV = TiledMma<kBlockN, kHeadDim, kBlockM, Config::kdKVM, Config::kdKVN, cute::GMMA::Major::MN,
+                               cute::GMMA::Major::MN>;
+  using TiledMmadQ = TiledMma<kBlockM, kHeadDim, kBlockN, Config::kdQM, Config::kdQN, cute::GMMA::Major::K,
+                              cute::GMMA::Major::MN>;
 
   // Every tile is stored (rows, cols) with cols contiguous in 128-byte swizzled rows (wgmma's K-major
   // layout); Transposed<> is the (cols, rows) view of the same bytes, which wgmma reads as MN-major.
@@ -57,7 +80,12 @@ struct KernelTraitsBwdSm90 {
 
   using SmemLayoutQdO = SmemLayout<kBlockM, kHeadDim>;
   using SmemLayoutQdOt = Transposed<SmemLayoutQdO, kBlockM, kHeadDim>;  // (kHeadDim, kBlockM)
-  using SmemLayoutKV = SmemLayout<kBlockN, kHeadDim>;
+  // dQ reads K^T MN-major, each warpgroup kHeadDim / kdQN of its rows: K's swizzle atom is that wide (hd64:
+  // 32 elements, 64-byte rows).
+  static constexpr int kdQCols = kHeadDim / Config::kdQN;
+  static_assert(kdQCols % 32 == 0, "dQ's head-dim share is whole swizzle atoms");
+  using SmemLayoutAtomKV = std::conditional_t<kdQCols % 64 == 0, SmemLayoutAtom, cute::GMMA::Layout_K_SW64_Atom<Element>>;
+  using SmemLayoutKV = decltype(cute::tile_to_shape(SmemLayoutAtomKV{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{}));
   using SmemLayoutKt = Transposed<SmemLayoutKV, kBlockN, kHeadDim>;     // (kHeadDim, kBlockN)
   using SmemLayoutPdS = SmemLayout<kBlockM, kBlockN>;
   using SmemLayoutPdSt = Transposed<SmemLayoutPdS, kBlockM, kBlockN>;  // (kBlockN, kBlockM)

@@ -4,8 +4,8 @@
 //
 // Per step, with both warpgroups in lockstep:
 //   Q(t), dO(t) landed -> S = Q K^T and dP = dO V^T issued together; P = exp(x - lse) while dP computes;
-//   dS = P (dP - rowsum(dO O)); P and dS to smem -> dV += P^T dO, dK += dS^T Q, dQ = dS K issued together;
-//   dQ added to the fp32 accumulators (two floats per atomic).
+//   dS = P (dP - rowsum(dO O)); P and dS to smem -> dQ = dS K, dV += P^T dO, dK += dS^T Q issued together;
+//   dQ added to the fp32 accumulators (two floats per atomic) while dV and dK compute.
 // The loads of step t + 1 (cp.async, as the sm80 kernel's) run under step t's products.
 #pragma once
 
@@ -212,13 +212,12 @@ struct MainloopBwdSm90 {
         }
       }
 
-      gemm<false, false, false>(mma_dkv, tdVrPt, thr_dkv.partition_fragment_B(sdOt), acc_dv);
-      gemm<false, false, false>(mma_dkv, tdKrdSt, thr_dkv.partition_fragment_B(sQt), acc_dk);
+      // dQ first: its atomics then run while dV and dK are still on the tensor cores.
       Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kHeadDim>>{});
       gemm<true, false, false>(mma_dq, tdQrdS, tdQrKt, acc_dq);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_dv);
-      warpgroup_fence_operand(acc_dk);
+      gemm<false, false, false>(mma_dkv, tdVrPt, thr_dkv.partition_fragment_B(sdOt), acc_dv);
+      gemm<false, false, false>(mma_dkv, tdKrdSt, thr_dkv.partition_fragment_B(sQt), acc_dk);
+      warpgroup_wait<2>();
       warpgroup_fence_operand(acc_dq);
 
       // Padded rows: the accumulators cover whole query blocks, so no predicate (their dS is 0). wgmma's
@@ -232,6 +231,9 @@ struct MainloopBwdSm90 {
       for (int i = 0; i < size(acc_dq); i += 2) {
         atomicAdd(reinterpret_cast<float2*>(&t_dq(i)), make_float2(acc_dq(i), acc_dq(i + 1)));
       }
+      warpgroup_wait<0>();  // dV and dK are done with this step's Q, dO, P and dS before anything overwrites them
+      warpgroup_fence_operand(acc_dv);
+      warpgroup_fence_operand(acc_dk);
     };
 
     for (int t = 0; t < steps; ++t) {

@@ -4,7 +4,7 @@
 # reason here and run on a GPU machine (scripts/gpu_verify.sh). Python: see scripts/_python_env.sh.
 #
 # Where nvcc exists, the package build compiles every fused-kernel template once (every bias trait, one
-# dtype and head dim, sm_80, and the Hopper forward for sm_90a) so a template error cannot land; SDPA_TEST_KERNELS=all compiles them all
+# dtype and head dim, sm_80, and the Hopper forward and backward for sm_90a) so a template error cannot land; SDPA_TEST_KERNELS=all compiles them all
 # (for SDPA_CUDA_ARCHS, default 80;90). SDPA_ENABLE_CUDA=ON is explicit because a CI machine has nvcc
 # but no GPU, where AUTO would build no kernel.
 set -euo pipefail

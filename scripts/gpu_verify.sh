@@ -9,6 +9,7 @@
 # Without it the kernels are compiled here for SDPA_CUDA_ARCHS (default: this GPU's arch).
 # SDPA_BUILD_SM90 (default AUTO: on for an sm90 GPU) adds the Hopper (wgmma) forward kernels, which dispatch then
 # prefers on sm90; a run with SDPA_MAX_ARCH=80 in the environment times the sm80 kernels of the same build.
+# SDPA_VERIFY_CMAKE_ARGS adds CMake arguments to the build (e.g. -DSDPA_KERNEL_DTYPES=bf16 for a shorter one).
 # SDPA_VERIFY_STEPS picks steps (default all: python,gtest,sanitize,pytest,bench), e.g. to split the run
 # across calls with a time limit.
 set -uo pipefail
@@ -49,7 +50,8 @@ build_libsdpa() {
   local arch
   arch=${SDPA_CUDA_ARCHS:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}
   cmake -S . -B "$PREBUILT" -G Ninja -DSDPA_ENABLE_CUDA=ON -DSDPA_CUDA_ARCHS="$arch" \
-        -DSDPA_BUILD_SM90="${SDPA_BUILD_SM90:-AUTO}" -DCMAKE_INSTALL_PREFIX="$PREBUILT/install" && cmake --build "$PREBUILT" && cmake --install "$PREBUILT"
+        -DSDPA_BUILD_SM90="${SDPA_BUILD_SM90:-AUTO}" -DCMAKE_INSTALL_PREFIX="$PREBUILT/install" \
+        ${SDPA_VERIFY_CMAKE_ARGS:-} && cmake --build "$PREBUILT" && cmake --install "$PREBUILT"
 }
 
 install_python() {

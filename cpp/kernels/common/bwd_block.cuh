@@ -51,7 +51,7 @@ __device__ __forceinline__ void store_bias_grad_tile(Params const& p, TensorS co
                                     make_stride(p.grad_bias.stride_seq, _1{})),
                         Shape<Int<kBlockM>, Int<kBlockN>>{}, make_coord(m_block, n_block));
   S2G s2g;
-  auto thr = s2g.get_thread_slice(threadIdx.x);
+  auto thr = s2g.get_thread_slice(int(threadIdx.x));
   Tensor src = thr.partition_S(sdS);
   Tensor dst = thr.partition_D(g);
   Tensor rows = thr.partition_D(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
@@ -95,7 +95,7 @@ __device__ __forceinline__ void store_dk_dv(Params const& p, BlockCoord const& c
                                            TensorDK& acc_dk, TensorDV const& acc_dv) {
   using namespace cute;
   for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
-  auto thr = mma.get_thread_slice(threadIdx.x);
+  auto thr = mma.get_thread_slice(int(threadIdx.x));
   Tensor coord_kv = thr.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
   const int rows_left = p.seqlen_kv - n_block * kBlockN;
   auto store = [&](TensorView const& view, auto const& acc) {

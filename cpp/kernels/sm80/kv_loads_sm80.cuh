@@ -27,7 +27,7 @@ __device__ __forceinline__ auto kv_tile_loader(Params const& p, TensorView const
                                               coord.seqlen_kv),
                         Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, 0));
   typename Traits::GmemTiledCopyQKV g2s;
-  auto g2s_thr = g2s.get_thread_slice(threadIdx.x);
+  auto g2s_thr = g2s.get_thread_slice(int(threadIdx.x));
   Tensor src = g2s_thr.partition_S(g);
   Tensor to = g2s_thr.partition_D(dst);
   Tensor rows = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));

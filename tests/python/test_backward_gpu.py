@@ -14,7 +14,7 @@ from oracle import attention_fp64_grads
 from test_grad import _check_against_oracle
 
 import sdpa_core
-from sdpa_core import _autograd, _kernels
+from sdpa_core import _autograd, _kernels, _routing
 
 pytestmark = requires_cuda
 

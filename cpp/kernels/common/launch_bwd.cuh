@@ -3,6 +3,7 @@
 // A family names its traits (tile sizes, thread count, smem bytes) and its mainloop; the rest is here.
 #pragma once
 
+#include <string>
 #include <type_traits>
 
 #include <cuda_runtime.h>
@@ -17,8 +18,13 @@
 
 namespace sdpa {
 
-// Every operand and gradient row 16-byte aligned (the kernels move 16 bytes per copy).
-inline Status check_backward_rows_aligned(const BackwardProblem& problem) {
+// A family's can_implement: the kernel's own dtype and head dim, then every operand and gradient row 16-byte
+// aligned (the kernels move 16 bytes per copy).
+inline Status check_backward_problem(const BackwardProblem& problem, DType dtype, int head_dim, const char* family) {
+  if (problem.forward.dtype != dtype || problem.forward.head_dim != head_dim) {
+    return Status::error(StatusCode::kUnsupported,
+                         std::string(family) + ": the problem's dtype or head dim is not the kernel's");
+  }
   if (Status s = check_rows_16b_aligned(problem.forward); !s.ok()) return s;
   AttentionProblem grads = problem.forward;  // the gradients, checked as the operands of the same shapes
   grads.q = problem.grad_q;
@@ -81,13 +87,19 @@ Status launch_bwd_atomic_dq(const AttentionProblem& fwd, const BwdParams<typenam
   return launch_bwd_convert_dq<Traits>(fwd, params, family);
 }
 
-// Calls launch(std::integral_constant<BiasForm, form>{}): the form chosen for this problem as a constant.
-template <class Bias, class Launch>
-Status with_bwd_bias_form(BiasForm form, Launch&& launch) {
+// A family's run: the bias's parameters and form, the workspace layout and BwdParams, then
+// launch(std::integral_constant<BiasForm, form>{}, params), the family's launches with the form chosen for this
+// problem as a constant.
+template <class Traits, class Bias, class Launch>
+Status run_backward(const BackwardProblem& problem, const BiasDesc& bias, void* workspace, Launch&& launch) {
+  const typename Bias::Params bias_params = Bias::make_params(bias);
+  const BiasForm form = select_bwd_bias_form<Bias>(problem.forward, bias_params);
+  const BwdWorkspaceLayout layout = BwdWorkspaceLayout::of(problem.forward, Traits::kBlockM);
+  const auto params = make_bwd_params<Bias>(problem, bias_params, form, layout, workspace);
   if constexpr (Bias::kSplittable) {
-    if (form == BiasForm::kSplit) return launch(std::integral_constant<BiasForm, BiasForm::kSplit>{});
+    if (form == BiasForm::kSplit) return launch(std::integral_constant<BiasForm, BiasForm::kSplit>{}, params);
   }
-  return launch(std::integral_constant<BiasForm, BiasForm::kElementwise>{});
+  return launch(std::integral_constant<BiasForm, BiasForm::kElementwise>{}, params);
 }
 
 }  // namespace sdpa

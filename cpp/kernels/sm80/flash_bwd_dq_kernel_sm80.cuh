@@ -8,9 +8,11 @@
 #include <math_constants.h>
 
 #include "common/block_coord.hpp"
+#include "common/bwd_step.cuh"
 #include "common/params_bwd.hpp"
 #include "common/score_mod.cuh"
 #include "common/tile_range.hpp"
+#include "sm80/bwd_loads_sm80.cuh"
 #include "sm80/gemm_sm80.cuh"
 #include "sm80/kernel_traits_bwd_sm80.cuh"
 #include "softmax.cuh"
@@ -34,7 +36,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kHeadDim = Traits::kHeadDim;
-  constexpr float kLog2e = 1.4426950408889634f;
   const int m_block = blockIdx.x, head = blockIdx.y, b = blockIdx.z;
   const int tidx = threadIdx.x;
   const int row0 = m_block * kBlockM;
@@ -54,15 +55,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   Tensor sV = make_tensor(make_smem_ptr(smem_k + Traits::kSmemKVElems), typename Traits::SmemLayoutKV{});
   Tensor sdS = make_tensor(make_smem_ptr(smem_k + 2 * Traits::kSmemKVElems), typename Traits::SmemLayoutPdS{});
 
-  typename Traits::GmemTiledCopy g2s;
-  auto g2s_thr = g2s.get_thread_slice(tidx);
-  auto rows_of = [&](TensorView const& view, int h, int seqlen, auto block, int index) {
-    return local_tile(head_matrix<kHeadDim>(static_cast<const Element*>(view.data),
-                                            b * view.stride_batch + h * view.stride_head, view.stride_seq, seqlen),
-                      Shape<decltype(block), Int<kHeadDim>>{}, make_coord(index, 0));
-  };
-  Tensor cQ = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-  Tensor cKV = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
+  const BwdLoads<Traits> loads(tidx, b);
 
   typename Traits::TiledMmaSdP mma_sdp;
   typename Traits::TiledMmadQ mma_dq;
@@ -91,29 +84,17 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   clear(acc_dq);
   const int64_t row_base = int64_t(b) * p.heads_q + head;
   float lse_c[kNRows], dpsum[kNRows];
-#pragma unroll
-  for (int r = 0; r < kNRows; ++r) {
-    const int i = row0 + get<0>(coord_rc(r, 0));
-    lse_c[r] = i < p.seqlen_q ? p.lse[row_base * p.seqlen_q + i] : -CUDART_INF_F;
-    dpsum[r] = p.dpsum[row_base * p.seqlen_q_padded + i];
-  }
-  score_mod.unadjust_lse(lse_c, coord_rc);
-#pragma unroll
-  for (int r = 0; r < kNRows; ++r) lse_c[r] = lse_c[r] == -CUDART_INF_F ? CUDART_INF_F : lse_c[r] * kLog2e;
+  load_row_stats(p, score_mod, coord_rc, row_base, row0, lse_c, dpsum);
 
   const int q_rows_left = p.seqlen_q - row0;
-  load_tile(g2s, g2s_thr.partition_S(rows_of(p.q, head, p.seqlen_q, Int<kBlockM>{}, m_block)),
-            g2s_thr.partition_D(sQ), cQ, q_rows_left);
-  load_tile(g2s, g2s_thr.partition_S(rows_of(p.grad_o, head, p.seqlen_q, Int<kBlockM>{}, m_block)),
-            g2s_thr.partition_D(sdO), cQ, q_rows_left);
+  loads.q(p.q, head, m_block, p.seqlen_q, sQ);
+  loads.q(p.grad_o, head, m_block, p.seqlen_q, sdO);
 
   auto step = [&](int n, auto masked) {
     const int col0 = n * kBlockN;
     __syncthreads();  // every warp is done with the previous tile's K, V and dS
-    load_tile(g2s, g2s_thr.partition_S(rows_of(p.k, coord.head_kv, p.seqlen_kv, Int<kBlockN>{}, n)),
-              g2s_thr.partition_D(sK), cKV, p.seqlen_kv - col0);
-    load_tile(g2s, g2s_thr.partition_S(rows_of(p.v, coord.head_kv, p.seqlen_kv, Int<kBlockN>{}, n)),
-              g2s_thr.partition_D(sV), cKV, p.seqlen_kv - col0);
+    loads.kv(p.k, coord.head_kv, n, p.seqlen_kv, sK);
+    loads.kv(p.v, coord.head_kv, n, p.seqlen_kv, sV);
     cp_async_fence();
     cp_async_wait<0>();
     __syncthreads();
@@ -129,13 +110,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
     gemm_ss(acc_dp, tdPrdO, tdPrV, s2r_a_thr.partition_S(sdO), s2r_b_thr.partition_S(sV), mma_sdp, s2r_a,
             s2r_a_thr, s2r_b, s2r_b_thr);
     Tensor dp = acc_rowcol(acc_dp);
-#pragma unroll
-    for (int r = 0; r < kNRows; ++r) {
-#pragma unroll
-      for (int k = 0; k < size<1>(s); ++k) {
-        dp(r, k) = fast_exp2(fmaf(s(r, k), p.softmax_c, -lse_c[r])) * (dp(r, k) - dpsum[r]);
-      }
-    }
+    recompute_p(s, lse_c, p.softmax_c);
+    ds_from_dp(dp, s, dpsum);
     copy(r2s, r2s_thr.retile_S(convert_fragment<Element>(acc_dp)), r2s_thr.partition_D(sdS));
     __syncthreads();
     gemm_ss(acc_dq, tdQrdS, tdQrKt, s2r_dq_a_thr.partition_S(sdS), s2r_dq_b_thr.partition_S(sKt), mma_dq, s2r_dq_a,

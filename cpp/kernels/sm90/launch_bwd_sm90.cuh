@@ -25,14 +25,10 @@ using BwdTraits = KernelTraitsBwdSm90<typename CuteElement<kDType>::type, kHeadD
 
 template <class Bias, DType kDType, int kHeadDim>
 Status BwdSm90<Bias, kDType, kHeadDim>::can_implement(const BackwardProblem& problem, const BiasDesc&) {
-  const AttentionProblem& fwd = problem.forward;
-  if (fwd.dtype != kDType || fwd.head_dim != kHeadDim) {
-    return Status::error(StatusCode::kUnsupported, "bwd_sm90: the problem's dtype or head dim is not the kernel's");
-  }
   if (problem.deterministic) {
     return Status::error(StatusCode::kUnsupported, "bwd_sm90: deterministic mode needs dQ without atomics");
   }
-  return check_backward_rows_aligned(problem);
+  return check_backward_problem(problem, kDType, kHeadDim, "bwd_sm90");
 }
 
 template <class Bias, DType kDType, int kHeadDim>
@@ -44,11 +40,7 @@ template <class Bias, DType kDType, int kHeadDim>
 Status BwdSm90<Bias, kDType, kHeadDim>::run(const BackwardProblem& problem, const BiasDesc& bias, void* workspace,
                                             std::size_t) {
   using Traits = sm90::BwdTraits<kDType, kHeadDim>;
-  const typename Bias::Params bias_params = Bias::make_params(bias);
-  const BiasForm form = select_bwd_bias_form<Bias>(problem.forward, bias_params);
-  const BwdWorkspaceLayout layout = BwdWorkspaceLayout::of(problem.forward, Traits::kBlockM);
-  const auto params = make_bwd_params<Bias>(problem, bias_params, form, layout, workspace);
-  return with_bwd_bias_form<Bias>(form, [&](auto kForm) {
+  return run_backward<Traits, Bias>(problem, bias, workspace, [&](auto kForm, auto const& params) {
     return launch_bwd_atomic_dq<Traits, sm90::MainloopBwdSm90<Traits>, Bias, decltype(kForm)::value>(
         problem.forward, params, sm90::kBwdFamily);
   });

@@ -15,9 +15,11 @@
 
 #include "common/block_coord.hpp"
 #include "common/bwd_block.cuh"
+#include "common/bwd_step.cuh"
 #include "common/params_bwd.hpp"
 #include "common/score_mod.cuh"
 #include "common/tile_range.hpp"
+#include "sm80/bwd_loads_sm80.cuh"
 #include "sm80/gemm_sm80.cuh"
 #include "sm90/gemm_sm90.cuh"
 #include "softmax.cuh"
@@ -34,23 +36,7 @@ struct MainloopBwdSm90 {
   static constexpr int kQStages = Traits::kQStages;
   static_assert(kQStages == 2, "the step walk alternates two Q/dO stages");
 
-  // Shared memory, in this order: K, V, kQStages x Q, kQStages x dO, P, dS.
-  struct Smem {
-    Element* k;
-    Element* v;
-    Element* q;
-    Element* d_o;
-    Element* p;
-    Element* ds;
-    explicit __device__ Smem(char* base) {
-      k = reinterpret_cast<Element*>(base);
-      v = k + Traits::kSmemKVElems;
-      q = v + Traits::kSmemKVElems;
-      d_o = q + kQStages * Traits::kSmemQdOElems;
-      p = d_o + kQStages * Traits::kSmemQdOElems;
-      ds = p + Traits::kSmemPdSElems;
-    }
-  };
+  using Smem = BwdSmem<Traits>;
 
   // Runs every (query head of the group, query block of `range`) step for key block n_block of kv head
   // coord.head_kv, adding into acc_dk (unscaled) and acc_dv, and each step's dQ into the fp32 accumulators.
@@ -61,7 +47,6 @@ struct MainloopBwdSm90 {
     using namespace cute;
     static_assert(kAtomicDq, "the deterministic backward (dQ without atomics) is the sm80 family's");
     constexpr bool kSplit = kForm == BiasForm::kSplit;
-    constexpr float kLog2e = 1.4426950408889634f;
     const int tidx = threadIdx.x;
     const int b = coord.batch;
     const int group = p.group_size;
@@ -79,36 +64,13 @@ struct MainloopBwdSm90 {
     Tensor sPt = make_tensor(make_smem_ptr(smem.p), typename Traits::SmemLayoutPdSt{});
     Tensor sdS = make_tensor(make_smem_ptr(smem.ds), typename Traits::SmemLayoutPdS{});
     Tensor sdSt = make_tensor(make_smem_ptr(smem.ds), typename Traits::SmemLayoutPdSt{});
-    auto stage_of = [](Element* base, int stage) { return make_smem_ptr(base + stage * Traits::kSmemQdOElems); };
-
-    // Global -> shared: K and V once, then Q and dO of each step (rows past the sequence read as zeros).
-    typename Traits::GmemTiledCopy g2s;
-    auto g2s_thr = g2s.get_thread_slice(tidx);
-    Tensor cKV = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockN>, Int<kHeadDim>>{}));
-    Tensor cQ = g2s_thr.partition_S(make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{}));
-    auto kv_tile = [&](TensorView const& view) {
-      return local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(view.data),
-                                                    b * view.stride_batch + coord.head_kv * view.stride_head,
-                                                    view.stride_seq, p.seqlen_kv),
-                        Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(n_block, 0));
-    };
-    auto q_tile = [&](TensorView const& view, int head, int m_block) {
-      return local_tile(sm80::head_matrix<kHeadDim>(static_cast<const Element*>(view.data),
-                                                    b * view.stride_batch + head * view.stride_head,
-                                                    view.stride_seq, p.seqlen_q),
-                        Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(m_block, 0));
-    };
+    const sm80::BwdLoads<Traits> loads(tidx, b);
     auto head_of = [&](int step) { return coord.head_kv * group + step / steps_per_head; };
     auto m_block_of = [&](int step) { return range.begin + step % steps_per_head; };
+    auto qdo_tile = [](Element* base) { return make_tensor(make_smem_ptr(base), typename Traits::SmemLayoutQdO{}); };
     auto load_q_do = [&](int step, int stage) {
-      const int head = head_of(step), m_block = m_block_of(step);
-      const int rows_left = p.seqlen_q - m_block * kBlockM;
-      sm80::load_tile(g2s, g2s_thr.partition_S(q_tile(p.q, head, m_block)),
-                      g2s_thr.partition_D(make_tensor(stage_of(smem.q, stage), typename Traits::SmemLayoutQdO{})),
-                      cQ, rows_left);
-      sm80::load_tile(g2s, g2s_thr.partition_S(q_tile(p.grad_o, head, m_block)),
-                      g2s_thr.partition_D(make_tensor(stage_of(smem.d_o, stage), typename Traits::SmemLayoutQdO{})),
-                      cQ, rows_left);
+      loads.q(p.q, head_of(step), m_block_of(step), p.seqlen_q, qdo_tile(smem.q_stage(stage)));
+      loads.q(p.grad_o, head_of(step), m_block_of(step), p.seqlen_q, qdo_tile(smem.d_o_stage(stage)));
     };
 
     // The products' shared-memory descriptors: fixed ones here, those of the Q/dO stage per step.
@@ -135,8 +97,8 @@ struct MainloopBwdSm90 {
     Tensor coord_rc = acc_rowcol(thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
     constexpr int kNRows = decltype(size<0>(coord_rc))::value;
 
-    sm80::load_tile(g2s, g2s_thr.partition_S(kv_tile(p.k)), g2s_thr.partition_D(sK), cKV, p.seqlen_kv - col0);
-    sm80::load_tile(g2s, g2s_thr.partition_S(kv_tile(p.v)), g2s_thr.partition_D(sV), cKV, p.seqlen_kv - col0);
+    loads.kv(p.k, coord.head_kv, n_block, p.seqlen_kv, sK);
+    loads.kv(p.v, coord.head_kv, n_block, p.seqlen_kv, sV);
     load_q_do(0, 0);
     cute::cp_async_fence();
 
@@ -147,16 +109,9 @@ struct MainloopBwdSm90 {
       const BlockCoord head_coord{b, coord.head_kv, head, 1, p.seqlen_q, p.seqlen_kv};
       const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, head_coord, head), row0, p.seqlen_q, p.seqlen_kv};
 
-      // Per-row statistics of this step: the LSE (as this form's scores see it) and rowsum(dO O).
       const int64_t row_base = (int64_t(b) * p.heads_q + head);
-      float lse[kNRows], dpsum[kNRows];
-#pragma unroll
-      for (int r = 0; r < kNRows; ++r) {
-        const int i = row0 + get<0>(coord_rc(r, 0));
-        lse[r] = i < p.seqlen_q ? p.lse[row_base * p.seqlen_q + i] : -CUDART_INF_F;
-        dpsum[r] = p.dpsum[row_base * p.seqlen_q_padded + i];
-      }
-      score_mod.unadjust_lse(lse, coord_rc);
+      float lse_c[kNRows], dpsum[kNRows];
+      load_row_stats(p, score_mod, coord_rc, row_base, row0, lse_c, dpsum);
 
       cute::cp_async_wait<0>();
       cutlass::arch::fence_view_async_shared();  // cp.async wrote through the generic proxy; wgmma reads async
@@ -164,10 +119,10 @@ struct MainloopBwdSm90 {
       if (t + 1 < steps) load_q_do(t + 1, stage ^ 1);
       cute::cp_async_fence();
 
-      Tensor sQ = make_tensor(stage_of(smem.q, stage), typename Traits::SmemLayoutQdO{});
-      Tensor sdO = make_tensor(stage_of(smem.d_o, stage), typename Traits::SmemLayoutQdO{});
-      Tensor sQt = make_tensor(stage_of(smem.q, stage), typename Traits::SmemLayoutQdOt{});
-      Tensor sdOt = make_tensor(stage_of(smem.d_o, stage), typename Traits::SmemLayoutQdOt{});
+      Tensor sQ = qdo_tile(smem.q_stage(stage));
+      Tensor sdO = qdo_tile(smem.d_o_stage(stage));
+      Tensor sQt = make_tensor(make_smem_ptr(smem.q_stage(stage)), typename Traits::SmemLayoutQdOt{});
+      Tensor sdOt = make_tensor(make_smem_ptr(smem.d_o_stage(stage)), typename Traits::SmemLayoutQdOt{});
 
       // S and dP issued back to back; P is computed while dP is still on the tensor cores.
       Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockM>, Int<kBlockN>>{});
@@ -180,21 +135,11 @@ struct MainloopBwdSm90 {
       warpgroup_fence_operand(acc_s);
       Tensor s = acc_rowcol(acc_s);
       score_mod.template apply<decltype(masked)::value, Element, kBlockN>(s, coord_rc, p, col0, nullptr);
-#pragma unroll
-      for (int r = 0; r < kNRows; ++r) {
-        // A row that kept no key (lse -inf) or lies past the sequence recomputes P = 0, never inf or NaN.
-        const float lse_c = lse[r] == -CUDART_INF_F ? CUDART_INF_F : lse[r] * kLog2e;
-#pragma unroll
-        for (int k = 0; k < size<1>(s); ++k) s(r, k) = fast_exp2(fmaf(s(r, k), p.softmax_c, -lse_c));
-      }
+      recompute_p(s, lse_c, p.softmax_c);
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_dp);
       Tensor dp = acc_rowcol(acc_dp);
-#pragma unroll
-      for (int r = 0; r < kNRows; ++r) {
-#pragma unroll
-        for (int k = 0; k < size<1>(dp); ++k) dp(r, k) = s(r, k) * (dp(r, k) - dpsum[r]);
-      }
+      ds_from_dp(dp, s, dpsum);
       if constexpr (Bias::kKind == BiasKind::kDense) {
         // A block that ends past the sequence, or rows that 16-byte stores cannot reach, store from registers.
         if (p.grad_bias.data != nullptr && (partial_n || !p.grad_bias_rows_aligned)) {

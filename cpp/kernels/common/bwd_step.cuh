@@ -8,6 +8,8 @@
 #include <cute/tensor.hpp>
 #include <math_constants.h>
 
+#include "common/block_coord.hpp"
+#include "common/tile_range.hpp"
 #include "softmax.cuh"
 
 namespace sdpa {
@@ -33,6 +35,26 @@ struct BwdSmem {
   }
   __device__ Element* q_stage(int stage) const { return q + stage * Traits::kSmemQdOElems; }
   __device__ Element* d_o_stage(int stage) const { return d_o + stage * Traits::kSmemQdOElems; }
+};
+
+// The steps of the dK/dV block of key block n_block: every (query head of the GQA group, query block of
+// `range`) pair, head-major.
+struct BwdWalk {
+  int head_kv, group, begin, steps_per_head;
+  int col0;        // the block's first key
+  bool partial_n;  // the key block ends past the sequence: every tile masks those columns (and keeps a dense
+                   // bias read in bounds), whatever the bias's own q_tiles say
+  template <class Params>
+  __device__ BwdWalk(Params const& p, BlockCoord const& coord, TileRange const& range, int n_block, int block_n)
+      : head_kv(coord.head_kv),
+        group(p.group_size),
+        begin(range.begin),
+        steps_per_head(range.end - range.begin),
+        col0(n_block * block_n),
+        partial_n(n_block * block_n + block_n > p.seqlen_kv) {}
+  __device__ int steps() const { return group * steps_per_head; }
+  __device__ int head(int step) const { return head_kv * group + step / steps_per_head; }
+  __device__ int m_block(int step) const { return begin + step % steps_per_head; }
 };
 
 // Statistics of the query rows row0 + coord_rc(r, 0) of (batch, head) row_base: lse_c, the LSE as this form's

@@ -41,13 +41,10 @@ struct MainloopBwdSm80 {
                                              char* smem_base) {
     const int tidx = threadIdx.x;
     const int b = coord.batch;
-    const int group = p.group_size;
-    const int steps_per_head = range.end - range.begin;
-    const int steps = group * steps_per_head;
-    const int col0 = n_block * kBlockN;
-    // The last key block may end past the sequence: every one of its tiles masks those columns (and keeps
-    // a dense bias read in bounds), whatever the bias's own q_tiles say.
-    const bool partial_n = col0 + kBlockN > p.seqlen_kv;
+    const BwdWalk walk(p, coord, range, n_block, kBlockN);
+    const int steps = walk.steps();
+    const int col0 = walk.col0;
+    const bool partial_n = walk.partial_n;
     const Smem smem(smem_base);
 
     Tensor sK = make_tensor(make_smem_ptr(smem.k), typename Traits::SmemLayoutKV{});
@@ -73,11 +70,9 @@ struct MainloopBwdSm80 {
 
     // Global -> shared: K and V once, then Q and dO of each step (rows past the sequence read as zeros).
     const BwdLoads<Traits> loads(tidx, b);
-    auto head_of = [&](int step) { return coord.head_kv * group + step / steps_per_head; };
-    auto m_block_of = [&](int step) { return range.begin + step % steps_per_head; };
     auto load_q_do = [&](int step, int stage) {
-      loads.q(p.q, head_of(step), m_block_of(step), p.seqlen_q, sQ(stage));
-      loads.q(p.grad_o, head_of(step), m_block_of(step), p.seqlen_q, sdO(stage));
+      loads.q(p.q, walk.head(step), walk.m_block(step), p.seqlen_q, sQ(stage));
+      loads.q(p.grad_o, walk.head(step), walk.m_block(step), p.seqlen_q, sdO(stage));
     };
 
     // The five products' operand fragments and smem -> register copies.
@@ -132,7 +127,7 @@ struct MainloopBwdSm80 {
 
     auto step = [&](int t, auto masked) {
       const int stage = kQStages == 1 ? 0 : t % 2;
-      const int head = head_of(t), m_block = m_block_of(t);
+      const int head = walk.head(t), m_block = walk.m_block(t);
       const int row0 = m_block * kBlockM;
       const BlockCoord head_coord{b, coord.head_kv, head, 1, p.seqlen_q, p.seqlen_kv};
       const ScoreMod<Bias, kForm> score_mod{Bias(p.bias, head_coord, head), row0, p.seqlen_q, p.seqlen_kv};
@@ -202,7 +197,7 @@ struct MainloopBwdSm80 {
     };
 
     for (int t = 0; t < steps; ++t) {
-      if (partial_n || range.needs_mask(m_block_of(t))) {
+      if (partial_n || range.needs_mask(walk.m_block(t))) {
         step(t, cute::true_type{});
       } else {
         step(t, cute::false_type{});

@@ -153,6 +153,13 @@ Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* work
   return run_selected(select_forward_kernel(problem, bias, true), problem, bias, workspace, workspace_bytes);
 }
 
+Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes,
+               std::size_t* workspace_needed) {
+  const Selection selection = select_forward_kernel(problem, bias, true);
+  if (workspace_needed != nullptr) *workspace_needed = workspace_of(selection, problem, bias);
+  return run_selected(selection, problem, bias, workspace, workspace_bytes);
+}
+
 Status forward(const AttentionProblem& problem, const BiasDesc& bias) {
   return run_selected(select_forward_kernel(problem, bias, false), problem, bias, nullptr, 0);
 }

@@ -5,6 +5,8 @@ This is the eager hot path: no validation beyond what libsdpa does, no host sync
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from . import _C
@@ -36,7 +38,12 @@ _DTYPE_CODES = {
 }
 
 
-def _current_stream(device: torch.device) -> int:
+def dtype_code(dtype: torch.dtype) -> int:
+    """libsdpa's code for a tensor dtype (float32 for any it has no kernel for: its checks then refuse)."""
+    return _DTYPE_CODES.get(dtype, _C.DTYPE_FLOAT32)
+
+
+def current_stream(device: torch.device) -> int:
     return torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
 
 
@@ -59,10 +66,10 @@ def _bhsd(t: torch.Tensor) -> list[int]:
 def problem_args(query, key, value, out, lse: torch.Tensor | None = None, num_splits: int = 0) -> list[int]:
     """problem_fields() for (B, H, S, D) tensors."""
     batch, heads_q, seq_len_q, head_dim = query.shape
-    return problem_fields(_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32),
+    return problem_fields(dtype_code(query.dtype),
                           (batch, heads_q, key.shape[1], seq_len_q, key.shape[2], head_dim),
                           [_bhsd(t) for t in (query, key, value, out)], 0 if lse is None else lse.data_ptr(),
-                          _current_stream(query.device), num_splits)
+                          current_stream(query.device), num_splits)
 
 
 def bias_args(bias, query, key) -> list[int]:
@@ -139,7 +146,7 @@ def _run_forward(query, key, value, bias, scale: float, out, lse, num_splits: in
     """Launches the fused forward into ``out`` (and ``lse`` when given); False when libsdpa has no kernel.
     A few query rows may run a split-KV decode kernel, whose partial results need a workspace."""
     problem, fields = problem_args(query, key, value, out, lse, num_splits), bias_args(bias, query, key)
-    return _launch(problem, fields, scale, query.device, query.shape[2] <= SPLIT_KV_MAX_SEQLEN_Q)
+    return launch(problem, fields, scale, query.device, query.shape[2] <= SPLIT_KV_MAX_SEQLEN_Q)
 
 
 def _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q: int, max_k: int,
@@ -155,8 +162,8 @@ def _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, bloc
         kv, pages = tokens, [0, 0, 0]
     ptr = lambda t: 0 if t is None else t.data_ptr()
     shape = (cu_seq_q.shape[0] - 1, query.shape[1], key.shape[-2], max_q, max_k, query.shape[2])
-    problem = problem_fields(_DTYPE_CODES.get(query.dtype, _C.DTYPE_FLOAT32), shape,
-                             [tokens(query), kv(key), kv(value), tokens(out)], ptr(lse), _current_stream(query.device),
+    problem = problem_fields(dtype_code(query.dtype), shape,
+                             [tokens(query), kv(key), kv(value), tokens(out)], ptr(lse), current_stream(query.device),
                              num_splits, (cu_seq_q.data_ptr(), ptr(cu_seq_k), ptr(seqused_k), *pages))
     slopes = [0, 0, 0] if bias.slopes is None else [bias.slopes.data_ptr(), 0, bias.slopes.stride(0)]
     return problem, [int(bias.kind), int(bias.causal or 0), *slopes, 0, _C.DTYPE_BOOL, 0, 0, 0, 0]
@@ -169,7 +176,7 @@ def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k
     tensor data on the host."""
     problem, fields = _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q,
                                       max_k, num_splits, out, lse)
-    return _launch(problem, fields, scale, query.device, True)
+    return launch(problem, fields, scale, query.device, True)
 
 
 def select_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q: int,
@@ -182,16 +189,37 @@ def select_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seq
     return kernel, reason, _C.describe_forward(problem, scale, fields) if kernel else ""
 
 
-def _launch(problem: list[int], fields: list[int], scale: float, device, decode: bool) -> bool:
+def launch(problem: list[int], fields: list[int], scale: float, device, decode: bool) -> bool:
     """libsdpa's forward on these fields, with the workspace a decode kernel needs; False: no kernel."""
-    workspace, workspace_bytes = None, 0
-    if decode:
+    if not decode:
+        return not on_device(_C.forward, device, problem, scale, fields, 0, 0)
+    if torch.cuda.is_current_stream_capturing():
+        # A CUDA graph keeps the workspace's address: it gets memory of its own from torch's allocator (the
+        # graph's pool), never the kept buffer below, which may be replaced by a larger one later.
         workspace_bytes = _C.forward_workspace_size(problem, scale, fields)
-        # libsdpa never allocates; torch's caching allocator makes this cheap (and CUDA-graph safe)
         workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device) if workspace_bytes else None
-    reason = on_device(_C.forward, device, problem, scale, fields,
-                       0 if workspace is None else workspace.data_ptr(), workspace_bytes)
-    return not reason
+        return not on_device(_C.forward, device, problem, scale, fields,
+                             0 if workspace is None else workspace.data_ptr(), workspace_bytes)
+    # Eager: a buffer kept per (device, stream, thread) and grown on demand, so that a decode step makes one
+    # libsdpa call and no allocation. Calls on one stream run in order, so reusing it between them is safe;
+    # another thread or stream gets a buffer of its own.
+    key = (device, problem[_STREAM_FIELD], threading.get_ident())
+    kept = _workspaces.get(key)
+    size = 0 if kept is None else kept.numel()
+    reason, needed = on_device(_C.forward_in_workspace, device, problem, scale, fields,
+                               0 if kept is None else kept.data_ptr(), size)
+    if needed:
+        workspace = torch.empty(max(needed, 2 * size), dtype=torch.uint8, device=device)
+        if workspace.numel() <= _MAX_KEPT_WORKSPACE:
+            _workspaces[key] = workspace
+        reason, needed = on_device(_C.forward_in_workspace, device, problem, scale, fields, workspace.data_ptr(),
+                                   workspace.numel())
+    return not reason and not needed
+
+
+_STREAM_FIELD = 24  # problem_fields(): dtype, 6 shape fields, 4 views of 4, the LSE pointer, then the stream
+_MAX_KEPT_WORKSPACE = 64 << 20  # a larger workspace (a huge forced num_splits) is allocated per call instead
+_workspaces: dict[tuple, torch.Tensor] = {}
 
 
 def try_backward(query, key, value, out, lse, grad_out, bias, scale: float, deterministic: bool,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import bias as _torch_bias
 
-from . import _dispatch, _fallback, _nd, _routing, _validate
+from . import _dispatch, _fallback, _fastpath, _nd, _routing, _validate
 from ._kernel_bias import KernelBias
 from .bias import AttnBias, CausalBias, TensorBias
 from .errors import SdpaTypeError, SdpaValueError
@@ -65,8 +65,23 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         except RuntimeError:
             _raise_named(query, key, value, dropout_p, is_causal, scale, enable_gqa)  # ours, if it knows better
             raise
+    sig = _fastpath.signature(query, key, value, attn_mask, is_causal, scale, enable_gqa, dropout_p)
+    if sig is not None:
+        out = _fastpath.attention(sig, query, key, value, attn_mask)
+        if out is not None:
+            return out
     _validate.check_scalars(dropout_p, is_causal, scale, enable_gqa)
+    # resolved here, not in _checked: its deprecation warning points at the caller's line (stacklevel)
     attn_bias = resolve_mask(attn_mask, is_causal, query.device if isinstance(query, torch.Tensor) else None)
+    out = _checked(query, key, value, attn_bias, dropout_p, is_causal, scale, enable_gqa)
+    if sig is not None and not _fastpath.knows(sig):
+        _fastpath.learn(sig, query, key, value, attn_mask, is_causal, scale)
+    return out
+
+
+def _checked(query, key, value, attn_bias, dropout_p, is_causal, scale, enable_gqa) -> torch.Tensor:
+    """The entry point after the hot paths and the mask's resolution: input checks, ranks, routing, then a
+    fused kernel or torch."""
     if not _validate.tensors_look_valid(query, key, value) or not _nd.is_canonical(query, key, value):
         _validate.check_tensor_types(query, key, value)
         return _torch_as_is(query, key, value, attn_bias, dropout_p, is_causal, scale, enable_gqa)

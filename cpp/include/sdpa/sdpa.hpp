@@ -45,6 +45,11 @@ Status forward(const AttentionProblem& problem, const BiasDesc& bias);
 // kernel the workspace overload runs. The size depends on the current device's SM count.
 std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias);
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes);
+// The same, with one kernel selection instead of two for a caller that keeps a workspace between calls:
+// *workspace_needed gets forward_workspace_size(); when that exceeds workspace_bytes nothing runs and the
+// status is kInvalidArgument, so the caller can grow its buffer and call again.
+Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes,
+               std::size_t* workspace_needed);
 
 // The backward pass (dQ, dK, dV) of a forward() call with the same bias, on fused kernels only, like
 // forward(). A dense bias's own gradient is not computed here. The kernels need a workspace (fp32 dQ

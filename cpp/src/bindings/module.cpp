@@ -110,6 +110,19 @@ std::string forward(const std::vector<int64_t>& problem, float scale, const std:
                                      reinterpret_cast<void*>(workspace_ptr), static_cast<std::size_t>(workspace_bytes)));
 }
 
+// forward() into a workspace the caller keeps between calls: ("", 0) ran, (reason, 0) no kernel fits, ("", n)
+// nothing ran because the kernel needs n bytes, more than workspace_bytes (the caller grows it and retries).
+py::tuple forward_in_workspace(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias,
+                               int64_t workspace_ptr, int64_t workspace_bytes) {
+  if (workspace_bytes < 0) throw std::invalid_argument("sdpa: workspace_bytes must be >= 0");
+  std::size_t needed = 0;
+  const sdpa::Status status = sdpa::forward(make_problem(problem, scale), make_bias(bias),
+                                            reinterpret_cast<void*>(workspace_ptr),
+                                            static_cast<std::size_t>(workspace_bytes), &needed);
+  if (needed > static_cast<std::size_t>(workspace_bytes)) return py::make_tuple(std::string(), needed);
+  return py::make_tuple(ran_or_reason(status), std::size_t{0});
+}
+
 std::size_t forward_workspace_size(const std::vector<int64_t>& problem, float scale, const std::vector<int64_t>& bias) {
   return sdpa::forward_workspace_size(make_problem(problem, scale), make_bias(bias));
 }
@@ -152,6 +165,8 @@ std::size_t backward_workspace_size(const std::vector<int64_t>& problem, float s
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Bindings of libsdpa: integers in, fused attention kernels out.";
   m.def("forward", &forward, "Run the fused forward kernel; returns \"\" or the reason none fits");
+  m.def("forward_in_workspace", &forward_in_workspace,
+        "Run the fused forward kernel in a kept workspace; returns (reason or \"\", bytes needed when too small)");
   m.def("forward_workspace_size", &forward_workspace_size,
         "Bytes of device workspace the forward kernel needs (0 when none would run or it needs none)");
   m.def("describe_forward", &describe_forward,

@@ -152,6 +152,10 @@ TEST(Dispatch, WorkspaceSizeIsZeroAndForwardTakesNone) {
   }
   if (sdpa::built_with_cuda()) return;  // the overload's refusals below are the no-CUDA build's
   EXPECT_EQ(sdpa::forward(aligned_problem(), {}, nullptr, 0).code, StatusCode::kNotCompiled);
+  // The kept-workspace overload reports the size it would need (none: no kernel) with the same refusal.
+  std::size_t needed = 7;
+  EXPECT_EQ(sdpa::forward(aligned_problem(), {}, nullptr, 0, &needed).code, StatusCode::kNotCompiled);
+  EXPECT_EQ(needed, 0u);
 }
 
 TEST(Dispatch, Float32HasNoFusedKernel) {

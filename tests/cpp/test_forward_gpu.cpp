@@ -112,12 +112,19 @@ struct ForwardRun {
   std::string kernel;
   std::string details;  // select_forward()'s account of what the kernel does
   std::string skip;  // why the case cannot run in this build, when it cannot
+  size_t asked_for = 0;  // Workspace::kKept: the size the first call reported
 };
 
-// Runs case `c` with `num_splits` through the workspace overload of forward() (or, !with_workspace, the
-// overload without one), poisoning the output, the LSE and the workspace first. Returns false when the
-// case did not run: run.skip says why when this build cannot run it; otherwise the test has failed.
-bool run_case(const Case& c, int num_splits, bool with_workspace, ForwardRun& run) {
+// How run_case passes the workspace: none (the overload that never picks the decode family), sized first
+// with forward_workspace_size(), or kept (the overload that reports the size: first with no buffer, which
+// must run nothing when a buffer is needed, then with one of the reported size).
+enum class Workspace { kNone, kSized, kKept };
+
+// Runs case `c` with `num_splits` through the forward() overload `mode` names, poisoning the output, the
+// LSE and the workspace first. Returns false when the case did not run: run.skip says why when this build
+// cannot run it; otherwise the test has failed.
+
+bool run_case(const Case& c, int num_splits, Workspace mode, ForwardRun& run) {
   const Shape& s = c.shape;
   std::mt19937 rng(static_cast<unsigned>(std::hash<std::string>()(describe(c))));
   const HostTensor q = sdpa_test::random_tensor(s.batch, s.heads_q, s.seqlen_q, c.head_dim, s.layout, c.dtype, rng);
@@ -148,12 +155,26 @@ bool run_case(const Case& c, int num_splits, bool with_workspace, ForwardRun& ru
   run.details = choice.details;
 
   // The workspace too starts as NaN: a partial result the combine reads but no block wrote shows.
-  const size_t workspace_bytes = with_workspace ? sdpa::forward_workspace_size(problem, bias.device) : 0;
+  size_t workspace_bytes = mode == Workspace::kSized ? sdpa::forward_workspace_size(problem, bias.device) : 0;
+  if (mode == Workspace::kKept) {
+    const sdpa::Status asked = sdpa::forward(problem, bias.device, nullptr, 0, &workspace_bytes);
+    EXPECT_EQ(workspace_bytes, sdpa::forward_workspace_size(problem, bias.device));
+    run.asked_for = workspace_bytes;
+    if (workspace_bytes > 0) {
+      EXPECT_EQ(asked.code, sdpa::StatusCode::kInvalidArgument) << asked.message;
+      std::vector<uint16_t> untouched(run.expected_o.data.size());
+      EXPECT_CUDA(cudaMemcpy(untouched.data(), d_o.get(), d_o.bytes(), cudaMemcpyDeviceToHost));
+      EXPECT_EQ(untouched.front(), 0xffff) << "the refused call wrote the output";
+    }
+  }
   const DeviceBuffer workspace(workspace_bytes);
   EXPECT_CUDA(workspace.status());
   if (workspace_bytes) EXPECT_CUDA(cudaMemset(workspace.get(), 0xff, workspace_bytes));
-  const sdpa::Status status = with_workspace ? sdpa::forward(problem, bias.device, workspace.get(), workspace_bytes)
-                                             : sdpa::forward(problem, bias.device);
+  size_t needed = 0;
+  const sdpa::Status status =
+      mode == Workspace::kNone    ? sdpa::forward(problem, bias.device)
+      : mode == Workspace::kSized ? sdpa::forward(problem, bias.device, workspace.get(), workspace_bytes)
+                                  : sdpa::forward(problem, bias.device, workspace.get(), workspace_bytes, &needed);
   EXPECT_TRUE(status.ok()) << choice.kernel << ": " << status.message;
   if (!status.ok()) return false;
   EXPECT_CUDA(cudaDeviceSynchronize());
@@ -177,7 +198,7 @@ TEST_P(ForwardGpu, MatchesReference) {
   if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
   const Case& c = GetParam();
   ForwardRun run;
-  if (!run_case(c, 0, true, run)) {
+  if (!run_case(c, 0, Workspace::kSized, run)) {
     if (!run.skip.empty()) GTEST_SKIP() << run.skip;
     return;
   }
@@ -214,7 +235,7 @@ TEST_P(DecodeSplits, MatchReference) {
   if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
   const Case c = decode_case("AlibiCausalLowerRight", {2, 8, 2, 3, 2000, Layout::kBSHD});
   ForwardRun run;
-  if (!run_case(c, GetParam(), true, run)) {
+  if (!run_case(c, GetParam(), Workspace::kSized, run)) {
     if (!run.skip.empty()) GTEST_SKIP() << run.skip;
     return;
   }
@@ -227,12 +248,26 @@ TEST_P(DecodeSplits, MatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(Counts, DecodeSplits, ::testing::Values(1, 2, 5, 64, 100000));
 
+// The overload a caller with a kept buffer uses: asked with none, it reports the size and runs nothing; given
+// that size, it runs and matches the reference.
+TEST(DecodeGpu, KeptWorkspaceOverloadReportsThenRuns) {
+  if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
+  const Case c = decode_case("CausalLowerRight", {2, 8, 2, 1, 4000, Layout::kBHSD});
+  ForwardRun run;
+  if (!run_case(c, 0, Workspace::kKept, run)) {
+    if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+    return;
+  }
+  EXPECT_GT(run.asked_for, 0u) << "a split decode case needs a workspace";
+  compare(c, run.expected_o, run.expected_lse, run.got_o, run.got_lse, run.v_scale);
+}
+
 // The overload without a workspace never picks the decode family: it runs the prefill kernel, correctly.
 TEST(DecodeGpu, WithoutWorkspaceRunsPrefill) {
   if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
   const Case c = decode_case("CausalLowerRight", {2, 8, 2, 1, 700, Layout::kBHSD});
   ForwardRun run;
-  if (!run_case(c, 0, false, run)) {
+  if (!run_case(c, 0, Workspace::kNone, run)) {
     if (!run.skip.empty()) GTEST_SKIP() << run.skip;
     return;
   }
@@ -245,7 +280,7 @@ TEST(DecodeGpu, OneSplitIsBatchInvariant) {
   if (!sdpa_test::device_visible()) GTEST_SKIP() << "no CUDA device";
   ForwardRun batched;
   const Case c3 = decode_case("AlibiCausalLowerRight", {3, 8, 2, 2, 900, Layout::kBHSD});
-  if (!run_case(c3, 1, true, batched)) {
+  if (!run_case(c3, 1, Workspace::kSized, batched)) {
     if (!batched.skip.empty()) GTEST_SKIP() << batched.skip;
     return;
   }

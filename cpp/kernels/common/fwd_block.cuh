@@ -23,12 +23,12 @@ struct FwdBlock {
   BlockCoord coord;
   bool has_rows;  // false: a shorter sequence of a variable-length batch, whose grid fits the longest
 
-  // The block at blockIdx (SingleTileSchedulerFwd) of kBlockM rows and kBlockN-key tiles. kVarlen: lengths
+  // The block at blockIdx (FwdSchedulerFor) of kBlockM rows and kBlockN-key tiles. kVarlen: lengths
   // and offsets from the problem's SeqLayout; otherwise the dense layout, known at compile time.
   template <bool kVarlen, class Bias, int kBlockM, int kBlockN, class Params>
   static __device__ __forceinline__ FwdBlock of(Params const& p) {
     FwdBlock b;
-    b.tile = SingleTileSchedulerFwd::tile();
+    b.tile = FwdSchedulerFor<Bias, kVarlen>::tile();
     b.seq = kVarlen ? SeqInfo::of(p.seq, b.tile.batch, p.seqlen_q, p.seqlen_kv)
                     : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
     b.has_rows = !kVarlen || b.tile.m_block * kBlockM < b.seq.seqlen_q;

@@ -1,6 +1,6 @@
 // Launching a forward kernel family (sm80, sm90): bias params -> BiasForm -> FwdParams -> the instantiation
-// launch_in_form() picks, on a grid from SingleTileSchedulerFwd. A family says which kernel template it
-// launches and under what name it reports errors:
+// launch_in_form() picks, on a grid from FwdSchedulerFor (tile_scheduler.hpp). A family says which kernel
+// template it launches and under what name it reports errors:
 //   struct Family {
 //     static constexpr const char* kName = "launch_fwd_sm80";
 //     template <class Traits, class Bias, BiasForm kForm, bool kVarlen> static auto kernel();
@@ -31,7 +31,8 @@ struct FwdLauncher {
     constexpr int kSmem = Family::template smem_bytes<Traits, Bias, kForm>();
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
     // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
-    const auto g = SingleTileSchedulerFwd::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
+    const auto g = FwdSchedulerFor<Bias, kVarlen>::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q,
+                                                        problem.batch);
     kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(
         Family::template kernel_params<Traits, kVarlen>(problem, params));
     return launch_status(Family::kName, "kernel");

@@ -36,8 +36,10 @@ struct FwdKernels {
   }
   template <class Traits, class Bias, BiasForm kForm>
   static constexpr int smem_bytes() {
-    return MainloopFwdSm90<Traits, false>::smem_bytes(
+    constexpr int kBytes = MainloopFwdSm90<Traits, false>::smem_bytes(
         ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>());
+    static_assert(kBytes <= 227 * 1024, "more shared memory than an sm90 block may have");
+    return kBytes;
   }
 };
 

@@ -1,11 +1,9 @@
-// The persistent forward's tile order (common/tile_scheduler.hpp), host-side: every tile is dealt exactly
-// once, longest causal tiles first, and the blocks' sums of tile lengths come out even.
+// The forward tile orders (common/tile_scheduler.hpp), host-side: every tile is visited exactly once, the
+// persistent order keeps its (head, batch) sections and runs the longest causal tiles of a section first.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <set>
 #include <tuple>
-#include <vector>
 
 #include "common/tile_scheduler.hpp"
 
@@ -16,55 +14,46 @@ using sdpa::PersistentTileSchedulerFwd;
 
 std::tuple<int, int, int> key(const FwdTile& t) { return {t.m_block, t.head_q, t.batch}; }
 
-// The tiles block `block` of `blocks` computes, in its order (the kernel's for_each_tile).
-std::vector<FwdTile> dealt_to(const PersistentTileSchedulerFwd::Params& s, int block, int blocks) {
-  std::vector<FwdTile> tiles;
-  for (int round = 0; round * blocks < s.num_tiles; ++round) {
-    const int t = PersistentTileSchedulerFwd::dealt(round, block, blocks);
-    if (t < s.num_tiles) tiles.push_back(PersistentTileSchedulerFwd::tile(s, t));
-  }
-  return tiles;
-}
-
-TEST(PersistentTileScheduler, DealsEveryTileOnce) {
+TEST(PersistentTileScheduler, VisitsEveryTileOnce) {
   for (bool batch_fastest : {false, true}) {
-    for (int blocks : {1, 7, 132, 500}) {
-      const auto s = PersistentTileSchedulerFwd::make(1000, 128, 6, 3, batch_fastest);
-      ASSERT_EQ(s.num_tiles, 8 * 6 * 3);
+    for (double kv_bytes : {0.0, 1e6, 8e6, 1e9}) {  // sections of every pair, several, one pair
+      const auto s = PersistentTileSchedulerFwd::make(1000, 128, 6, 3, kv_bytes, 50e6, batch_fastest);
+      EXPECT_EQ(s.num_tiles, 8 * 6 * 3);
       std::set<std::tuple<int, int, int>> seen;
-      for (int b = 0; b < std::min(blocks, s.num_tiles); ++b) {
-        for (const FwdTile& tile : dealt_to(s, b, blocks)) {
-          EXPECT_TRUE(tile.m_block >= 0 && tile.m_block < 8 && tile.head_q >= 0 && tile.head_q < 6 &&
-                      tile.batch >= 0 && tile.batch < 3);
-          EXPECT_TRUE(seen.insert(key(tile)).second) << "dealt twice";
-        }
+      for (int t = 0; t < s.num_tiles; ++t) {
+        const FwdTile tile = PersistentTileSchedulerFwd::tile(s, t);
+        EXPECT_GE(tile.m_block, 0);
+        EXPECT_LT(tile.m_block, 8);
+        EXPECT_GE(tile.head_q, 0);
+        EXPECT_LT(tile.head_q, 6);
+        EXPECT_GE(tile.batch, 0);
+        EXPECT_LT(tile.batch, 3);
+        seen.insert(key(tile));
       }
-      EXPECT_EQ(static_cast<int>(seen.size()), s.num_tiles) << blocks;
+      EXPECT_EQ(static_cast<int>(seen.size()), s.num_tiles) << kv_bytes;
     }
   }
 }
 
-TEST(PersistentTileScheduler, LongestFirstAndEvenSums) {
-  // S = 8k, 128-row blocks, 16 heads, batch 2, 132 blocks: causal work of tile m is m + 1 key tiles.
-  const auto s = PersistentTileSchedulerFwd::make(8192, 128, 16, 2, false);
-  EXPECT_EQ(PersistentTileSchedulerFwd::tile(s, 0).m_block, 63);
-  EXPECT_EQ(PersistentTileSchedulerFwd::tile(s, s.num_tiles - 1).m_block, 0);
-  EXPECT_EQ(key(PersistentTileSchedulerFwd::tile(s, 1)), std::make_tuple(63, 1, 0));  // query head fastest
-  int most = 0, least = 1 << 30, total = 0;
-  for (int b = 0; b < 132; ++b) {
-    int sum = 0;
-    for (const FwdTile& tile : dealt_to(s, b, 132)) sum += tile.m_block + 1;
-    most = std::max(most, sum);
-    least = std::min(least, sum);
-    total += sum;
+TEST(PersistentTileScheduler, SectionsFitHalfTheL2AndRunLongestFirst) {
+  // 8 MB of K/V per query head, 50 MB of L2: sections of 3 pairs (the last of 18 pairs is full too).
+  const auto s = PersistentTileSchedulerFwd::make(4096, 128, 6, 3, 8e6, 50e6, false);
+  EXPECT_EQ(s.pairs_per_section, 3);
+  for (int t = 0; t < s.num_tiles; ++t) {
+    const FwdTile tile = PersistentTileSchedulerFwd::tile(s, t);
+    const int pair = tile.batch * 6 + tile.head_q;  // query head fastest
+    EXPECT_EQ(pair / 3, t / (32 * 3)) << t;           // the section's pairs only
+    EXPECT_EQ(tile.m_block, 31 - (t % (32 * 3)) / 3) << t;  // query blocks from the last one down
   }
-  EXPECT_EQ(total, 32 * 64 * 65 / 2);
-  EXPECT_LE(most, total / 132 + 64) << "no block more than one long tile above the mean";
-  EXPECT_LE(most - least, 64);
+  // A last, shorter section: 7 pairs in sections of 3 -> 3, 3, 1.
+  const auto odd = PersistentTileSchedulerFwd::make(256, 128, 7, 1, 8e6, 50e6, false);
+  EXPECT_EQ(PersistentTileSchedulerFwd::tile(odd, odd.num_tiles - 1).head_q, 6);
+  EXPECT_EQ(PersistentTileSchedulerFwd::tile(odd, odd.num_tiles - 2).head_q, 6);
+  EXPECT_EQ(PersistentTileSchedulerFwd::tile(odd, odd.num_tiles - 2).m_block, 1);
 }
 
 TEST(PersistentTileScheduler, BatchFastestNumbersPairsByBatch) {
-  const auto s = PersistentTileSchedulerFwd::make(128, 128, 4, 2, true);
+  const auto s = PersistentTileSchedulerFwd::make(128, 128, 4, 2, 0.0, 50e6, true);
   EXPECT_EQ(key(PersistentTileSchedulerFwd::tile(s, 0)), std::make_tuple(0, 0, 0));
   EXPECT_EQ(key(PersistentTileSchedulerFwd::tile(s, 1)), std::make_tuple(0, 0, 1));
   EXPECT_EQ(key(PersistentTileSchedulerFwd::tile(s, 2)), std::make_tuple(0, 1, 0));

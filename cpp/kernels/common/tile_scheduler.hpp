@@ -45,44 +45,48 @@ struct SingleTileSchedulerFwd {
 #endif
 };
 
-// Persistent (causal launches of the sm90 kernel): at most one block per SM walks a list of tiles, so a
-// block's next tile starts while its last one is being stored, with no launch gap. A causal tile's work
-// grows with its query block, and one wave of blocks per tile in grid order leaves a tail of unequal
-// blocks; here the tiles are ordered longest first across the whole grid (query blocks from the last to
-// the first, every (query head, batch) pair per query block) and dealt out in rounds of one per block,
-// every other round in reverse (block c takes the c-th tile of even rounds and the c-th from the end of odd
-// ones), so each block's sum of long and short tiles comes out even. A static deal: no counter in global
-// memory, no workspace. (Dealt in plain rounds instead, or in L2-sized sections of pairs, the blocks' sums
-// drift apart: 0.84-0.90x the one-tile-per-block grid on the H100, see benchmarks/NOTES.md.)
-// Pairs are numbered query head fastest (neighbouring heads of a GQA group share K/V), or batch fastest for
-// a dense bias, as in SingleTileSchedulerFwd<true>.
+// Persistent: at most one block per SM, each walking tiles t = blockIdx.x, blockIdx.x + gridDim.x, ... of
+// one linear order, so a block's next tile starts while its last one is being stored (no launch gap, no
+// tail of blocks waiting for a slot) and the longest tiles start first across the whole grid:
+//  - (query head, batch) pairs come in sections of `pairs_per_section`, sized so that a section's keys and
+//    values fit in half the L2 together: the tiles in flight at once then share their K/V there;
+//  - inside a section, query blocks from the last to the first (with a causal mask the last ones see the
+//    most key tiles: longest processing time first), every pair of the section per query block.
+// Pairs are numbered query head fastest (neighbouring heads of a GQA group share K/V), or batch fastest
+// for a dense bias, as in SingleTileSchedulerFwd<true>.
 struct PersistentTileSchedulerFwd {
   struct Params {
     int m_blocks = 0;
     int heads_q = 0;
     int batch = 0;
+    int pairs_per_section = 1;
     int num_tiles = 0;
     bool batch_fastest = false;
   };
-  static Params make(int seqlen_q, int block_m, int heads_q, int batch, bool batch_fastest) {
+  // kv_bytes_per_head_q: the K and V bytes one query head reads (a GQA group's heads share theirs).
+  static Params make(int seqlen_q, int block_m, int heads_q, int batch, double kv_bytes_per_head_q,
+                     double l2_bytes, bool batch_fastest) {
     Params s;
     s.m_blocks = (seqlen_q + block_m - 1) / block_m;
     s.heads_q = heads_q;
     s.batch = batch;
-    s.num_tiles = s.m_blocks * heads_q * batch;
+    const int pairs = heads_q * batch;
+    const double fit = kv_bytes_per_head_q > 0 ? 0.5 * l2_bytes / kv_bytes_per_head_q : pairs;
+    s.pairs_per_section = fit >= pairs ? pairs : (fit < 1 ? 1 : static_cast<int>(fit));
+    s.num_tiles = s.m_blocks * pairs;
     s.batch_fastest = batch_fastest;
     return s;
   }
-  // Position in the longest-first order of the tile `block` (of `blocks`) computes in `round`; may be past
-  // the last tile in the last round.
-  static SDPA_HOST_DEVICE int dealt(int round, int block, int blocks) {
-    return round * blocks + ((round & 1) ? blocks - 1 - block : block);
-  }
   static SDPA_HOST_DEVICE FwdTile tile(Params const& s, int t) {
-    const int pairs = s.heads_q * s.batch;
-    const int pair = t % pairs;
+    const int per_section = s.m_blocks * s.pairs_per_section;
+    const int section = t / per_section;
+    const int first_pair = section * s.pairs_per_section;
+    const int pairs_total = s.heads_q * s.batch;
+    const int pairs = pairs_total - first_pair < s.pairs_per_section ? pairs_total - first_pair : s.pairs_per_section;
+    const int r = t - section * per_section;
+    const int pair = first_pair + r % pairs;
     FwdTile tile;
-    tile.m_block = s.m_blocks - 1 - t / pairs;
+    tile.m_block = s.m_blocks - 1 - r / pairs;
     if (s.batch_fastest) {
       tile.batch = pair % s.batch;
       tile.head_q = pair / s.batch;

@@ -16,29 +16,22 @@
 namespace sdpa {
 namespace sm90 {
 
-// Whether a launch of this kernel is persistent (PersistentTileSchedulerFwd): causal dense launches, whose
-// tiles differ in length. Without a causal mask every tile is equally long and the one-tile-per-block grid
-// measured as fast; a variable-length batch keeps one tile per block, its grid sized by the longest sequence.
-template <class Bias, bool kVarlen>
-constexpr bool kPersistentFwd = Bias::kIsCausal && !kVarlen;
-
-// The tiles this block computes, in order, handed to fn(FwdTile).
+// The tiles this block computes, in order, handed to fn(FwdTile): a dense launch is persistent (one block
+// per SM walks PersistentTileSchedulerFwd's order); a variable-length batch keeps one tile per block, its
+// grid sized by the longest sequence.
 template <class Bias, bool kVarlen, class Params, class Fn>
 __device__ __forceinline__ void for_each_tile(Params const& p, Fn&& fn) {
-  if constexpr (kPersistentFwd<Bias, kVarlen>) {
-#pragma unroll 1
-    for (int round = 0; round * int(gridDim.x) < p.sched.num_tiles; ++round) {
-      const int t = PersistentTileSchedulerFwd::dealt(round, blockIdx.x, gridDim.x);
-      if (t < p.sched.num_tiles) fn(PersistentTileSchedulerFwd::tile(p.sched, t));
-    }
+  if constexpr (kVarlen) {
+    fn(FwdSchedulerFor<Bias, true>::tile());
   } else {
-    fn(FwdSchedulerFor<Bias, kVarlen>::tile());
+#pragma unroll 1
+    for (int t = blockIdx.x; t < p.sched.num_tiles; t += gridDim.x) fn(PersistentTileSchedulerFwd::tile(p.sched, t));
   }
 }
 
 // kForm: how this launch evaluates the bias (BiasForm); kVarlen: a variable-length batch, as in the generic
-// kernel; p carries the TMA descriptors of a dense launch and the schedule of a persistent one. Dynamic
-// shared memory: MainloopFwdSm90::smem_bytes(bias bytes of one tile).
+// kernel; p carries the TMA descriptors and the persistent schedule of a dense launch. Dynamic shared
+// memory: MainloopFwdSm90::smem_bytes(bias bytes of one tile).
 template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90<FwdParams<typename Bias::Params>,

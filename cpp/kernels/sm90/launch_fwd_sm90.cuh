@@ -32,21 +32,27 @@ struct FwdKernels {
     if constexpr (kVarlen) {
       return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, {}, {}};
     } else {
-      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{
-          params, TmaFwd<Traits>::make(problem),
-          PersistentTileSchedulerFwd::make(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch,
-                                           Bias::kKind == BiasKind::kDense)};
+      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, TmaFwd<Traits>::make(problem),
+                                                       persistent_schedule<Traits, Bias>(problem)};
     }
   }
-  // A persistent launch (kPersistentFwd): one block per SM, or one per tile where there are fewer tiles.
+  // A dense launch is persistent: one block per SM, or one per tile where there are fewer tiles.
   template <class Traits, class Bias, bool kVarlen, class P>
   static dim3 grid(const AttentionProblem& problem, const P& kernel_params) {
-    if constexpr (kPersistentFwd<Bias, kVarlen>) {
+    if constexpr (kVarlen) {
+      return single_tile_grid<Traits, Bias, kVarlen>(problem);
+    } else {
       const int sms = current_sm_count();
       return dim3(kernel_params.sched.num_tiles < sms ? kernel_params.sched.num_tiles : sms);
-    } else {
-      return single_tile_grid<Traits, Bias, kVarlen>(problem);
     }
+  }
+  template <class Traits, class Bias>
+  static PersistentTileSchedulerFwd::Params persistent_schedule(const AttentionProblem& problem) {
+    const double kv_bytes_per_head_q = 2.0 * problem.seqlen_kv * problem.head_dim *
+                                       sizeof(typename Traits::Element) / problem.group_size();
+    return PersistentTileSchedulerFwd::make(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch,
+                                            kv_bytes_per_head_q, current_l2_bytes(),
+                                            Bias::kKind == BiasKind::kDense);
   }
   template <class Traits, class Bias, BiasForm kForm>
   static constexpr int smem_bytes() {

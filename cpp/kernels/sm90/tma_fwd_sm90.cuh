@@ -99,8 +99,8 @@ template <class Traits, bool kVarlen>
 using TmaFor = std::conditional_t<kVarlen, NoTma, TmaFwd<Traits>>;
 
 // The sm90 kernel's parameters: the forward's, plus the TMA descriptors where the launch uses them (they live
-// in the kernel's parameter space, as TMA wants: __grid_constant__) and the tile order of a persistent launch
-// (kPersistentFwd; unused by the others).
+// in the kernel's parameter space, as TMA wants: __grid_constant__) and the persistent schedule of a dense
+// launch (unused by a variable-length one).
 template <class Base, class Tma>
 struct FwdParamsSm90 : Base {
   Tma tma;

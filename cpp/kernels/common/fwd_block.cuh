@@ -23,12 +23,12 @@ struct FwdBlock {
   BlockCoord coord;
   bool has_rows;  // false: a shorter sequence of a variable-length batch, whose grid fits the longest
 
-  // The block of `tile`: kBlockM rows and kBlockN-key tiles. kVarlen: lengths and offsets from the
-  // problem's SeqLayout; otherwise the dense layout, known at compile time.
+  // The block at blockIdx (FwdSchedulerFor) of kBlockM rows and kBlockN-key tiles. kVarlen: lengths
+  // and offsets from the problem's SeqLayout; otherwise the dense layout, known at compile time.
   template <bool kVarlen, class Bias, int kBlockM, int kBlockN, class Params>
-  static __device__ __forceinline__ FwdBlock at(Params const& p, FwdTile const& tile) {
+  static __device__ __forceinline__ FwdBlock of(Params const& p) {
     FwdBlock b;
-    b.tile = tile;
+    b.tile = FwdSchedulerFor<Bias, kVarlen>::tile();
     b.seq = kVarlen ? SeqInfo::of(p.seq, b.tile.batch, p.seqlen_q, p.seqlen_kv)
                     : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
     b.has_rows = !kVarlen || b.tile.m_block * kBlockM < b.seq.seqlen_q;
@@ -39,17 +39,11 @@ struct FwdBlock {
     return b;
   }
 
-  // The block at blockIdx (FwdSchedulerFor), or of `tile` (a persistent kernel's), for a kernel of `Traits`
-  // tiles, into `b`; false when it has nothing to compute: no rows (a shorter sequence of a varlen batch) or
-  // no visible key (then the calling threads have stored O = 0 and LSE = -inf; every thread of the block
-  // must call it).
+  // The block at blockIdx for a kernel of `Traits` tiles, into `b`; false when it has nothing to compute: no
+  // rows (a shorter sequence of a varlen batch) or no visible key (then it has stored O = 0 and LSE = -inf).
   template <bool kVarlen, class Bias, class Traits, class Params>
   static __device__ __forceinline__ bool begin(Params const& p, FwdBlock& b) {
-    return begin<kVarlen, Bias, Traits>(p, FwdSchedulerFor<Bias, kVarlen>::tile(), b);
-  }
-  template <bool kVarlen, class Bias, class Traits, class Params>
-  static __device__ __forceinline__ bool begin(Params const& p, FwdTile const& tile, FwdBlock& b) {
-    b = at<kVarlen, Bias, Traits::kBlockM, Traits::kBlockN>(p, tile);
+    b = of<kVarlen, Bias, Traits::kBlockM, Traits::kBlockN>(p);
     if (!b.has_rows) return false;
     if (b.range.empty()) {
       b.store_empty<typename Traits::Element, Traits::kBlockM, Traits::kHeadDim>(p);

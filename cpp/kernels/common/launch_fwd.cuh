@@ -30,20 +30,14 @@ struct FwdLauncher {
     auto kernel = Family::template kernel<Traits, Bias, kForm, kVarlen>();
     constexpr int kSmem = Family::template smem_bytes<Traits, Bias, kForm>();
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
-    const auto kernel_params = Family::template kernel_params<Traits, Bias, kVarlen>(problem, params);
-    const dim3 grid = Family::template grid<Traits, Bias, kVarlen>(problem, kernel_params);
-    kernel<<<grid, Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(kernel_params);
+    // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
+    const auto g = FwdSchedulerFor<Bias, kVarlen>::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q,
+                                                        problem.batch);
+    kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(
+        Family::template kernel_params<Traits, kVarlen>(problem, params));
     return launch_status(Family::kName, "kernel");
   }
 };
-
-// One block per tile (FwdSchedulerFor): a variable-length batch sizes the grid from its longest sequence
-// (seqlen_q) and one z per sequence.
-template <class Traits, class Bias, bool kVarlen>
-dim3 single_tile_grid(const AttentionProblem& problem) {
-  const auto g = FwdSchedulerFor<Bias, kVarlen>::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch);
-  return dim3(g.x, g.y, g.z);
-}
 
 // The whole run(): assumes the family's can_implement() passed.
 template <class Family, class Traits, class Bias>

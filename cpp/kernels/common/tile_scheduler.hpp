@@ -45,59 +45,6 @@ struct SingleTileSchedulerFwd {
 #endif
 };
 
-// Persistent: at most one block per SM, each walking tiles t = blockIdx.x, blockIdx.x + gridDim.x, ... of
-// one linear order, so a block's next tile starts while its last one is being stored (no launch gap, no
-// tail of blocks waiting for a slot) and the longest tiles start first across the whole grid:
-//  - (query head, batch) pairs come in sections of `pairs_per_section`, sized so that a section's keys and
-//    values fit in half the L2 together: the tiles in flight at once then share their K/V there;
-//  - inside a section, query blocks from the last to the first (with a causal mask the last ones see the
-//    most key tiles: longest processing time first), every pair of the section per query block.
-// Pairs are numbered query head fastest (neighbouring heads of a GQA group share K/V), or batch fastest
-// for a dense bias, as in SingleTileSchedulerFwd<true>.
-struct PersistentTileSchedulerFwd {
-  struct Params {
-    int m_blocks = 0;
-    int heads_q = 0;
-    int batch = 0;
-    int pairs_per_section = 1;
-    int num_tiles = 0;
-    bool batch_fastest = false;
-  };
-  // kv_bytes_per_head_q: the K and V bytes one query head reads (a GQA group's heads share theirs).
-  static Params make(int seqlen_q, int block_m, int heads_q, int batch, double kv_bytes_per_head_q,
-                     double l2_bytes, bool batch_fastest) {
-    Params s;
-    s.m_blocks = (seqlen_q + block_m - 1) / block_m;
-    s.heads_q = heads_q;
-    s.batch = batch;
-    const int pairs = heads_q * batch;
-    const double fit = kv_bytes_per_head_q > 0 ? 0.5 * l2_bytes / kv_bytes_per_head_q : pairs;
-    s.pairs_per_section = fit >= pairs ? pairs : (fit < 1 ? 1 : static_cast<int>(fit));
-    s.num_tiles = s.m_blocks * pairs;
-    s.batch_fastest = batch_fastest;
-    return s;
-  }
-  static SDPA_HOST_DEVICE FwdTile tile(Params const& s, int t) {
-    const int per_section = s.m_blocks * s.pairs_per_section;
-    const int section = t / per_section;
-    const int first_pair = section * s.pairs_per_section;
-    const int pairs_total = s.heads_q * s.batch;
-    const int pairs = pairs_total - first_pair < s.pairs_per_section ? pairs_total - first_pair : s.pairs_per_section;
-    const int r = t - section * per_section;
-    const int pair = first_pair + r % pairs;
-    FwdTile tile;
-    tile.m_block = s.m_blocks - 1 - r / pairs;
-    if (s.batch_fastest) {
-      tile.batch = pair % s.batch;
-      tile.head_q = pair / s.batch;
-    } else {
-      tile.head_q = pair % s.heads_q;
-      tile.batch = pair / s.heads_q;
-    }
-    return tile;
-  }
-};
-
 // The order a forward kernel of this bias trait and layout uses (launch and kernel must agree).
 template <class Bias, bool kVarlen>
 using FwdSchedulerFor = SingleTileSchedulerFwd<Bias::kKind == BiasKind::kDense && !kVarlen>;

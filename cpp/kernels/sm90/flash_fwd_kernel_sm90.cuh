@@ -16,22 +16,9 @@
 namespace sdpa {
 namespace sm90 {
 
-// The tiles this block computes, in order, handed to fn(FwdTile): a dense launch is persistent (one block
-// per SM walks PersistentTileSchedulerFwd's order); a variable-length batch keeps one tile per block, its
-// grid sized by the longest sequence.
-template <class Bias, bool kVarlen, class Params, class Fn>
-__device__ __forceinline__ void for_each_tile(Params const& p, Fn&& fn) {
-  if constexpr (kVarlen) {
-    fn(FwdSchedulerFor<Bias, true>::tile());
-  } else {
-#pragma unroll 1
-    for (int t = blockIdx.x; t < p.sched.num_tiles; t += gridDim.x) fn(PersistentTileSchedulerFwd::tile(p.sched, t));
-  }
-}
-
 // kForm: how this launch evaluates the bias (BiasForm); kVarlen: a variable-length batch, as in the generic
-// kernel; p carries the TMA descriptors and the persistent schedule of a dense launch. Dynamic shared
-// memory: MainloopFwdSm90::smem_bytes(bias bytes of one tile).
+// kernel; p carries the TMA descriptors of a dense launch. Dynamic shared memory:
+// MainloopFwdSm90::smem_bytes(bias bytes of one tile).
 template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90<FwdParams<typename Bias::Params>,
@@ -41,48 +28,40 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
 
+  FwdBlock block;
+  if (!FwdBlock::begin<kVarlen, Bias, Traits>(p, block)) return;
+  const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
+
   extern __shared__ __align__(1024) char smem_buf[];
   const typename Mainloop::Smem smem{
       smem_buf, ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, kBlockM, kBlockN>()};
   Mainloop::init_barriers(smem);
 
-  // Every thread visits every tile: FwdBlock::begin stores an empty tile's zeros with all of them.
   if (threadIdx.x < Traits::kNProducerThreads) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    typename Mainloop::ProducerState st;
-    for_each_tile<Bias, kVarlen>(p, [&](FwdTile const& tile) {
-      FwdBlock block;
-      if (!FwdBlock::begin<kVarlen, Bias, Traits>(p, tile, block)) return;
-      const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
-      Mainloop::load(p, block.seq, block.coord, tile.m_block, block.range, score_mod, smem, st);
-    });
+    Mainloop::load(p, block.seq, block.coord, block.tile.m_block, block.range, score_mod, smem);
     return;
   }
   cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
   const int thread = threadIdx.x - Traits::kNProducerThreads;
-  typename Mainloop::ConsumerState st;
-  for_each_tile<Bias, kVarlen>(p, [&](FwdTile const& tile) {
-    FwdBlock block;
-    if (!FwdBlock::begin<kVarlen, Bias, Traits>(p, tile, block)) return;
-    const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
-    typename Traits::TiledMmaQK mma_s;
-    typename Traits::TiledMmaPV mma_o;
-    Tensor acc_o = partition_fragment_C(mma_o, Shape<Int<kBlockM>, Int<Traits::kHeadDim>>{});
-    clear(acc_o);
-    // (row, col) inside the score tile of every S accumulator element this thread holds.
-    Tensor coord_rc = acc_rowcol(
-        mma_s.get_thread_slice(thread).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
-    constexpr int kNRows = decltype(size<0>(coord_rc))::value;
-    OnlineSoftmax<kNRows> softmax;
 
-    Mainloop::mma(p, block.range, score_mod, acc_o, coord_rc, softmax, smem, thread, st);
+  typename Traits::TiledMmaQK mma_s;
+  typename Traits::TiledMmaPV mma_o;
+  Tensor acc_o = partition_fragment_C(mma_o, Shape<Int<kBlockM>, Int<Traits::kHeadDim>>{});
+  clear(acc_o);
+  // (row, col) inside the score tile of every S accumulator element this thread holds.
+  Tensor coord_rc = acc_rowcol(
+      mma_s.get_thread_slice(thread).partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{})));
+  constexpr int kNRows = decltype(size<0>(coord_rc))::value;
+  OnlineSoftmax<kNRows> softmax;
 
-    float lse[kNRows];
-    Tensor acc_o_rc = acc_rowcol(acc_o);
-    softmax.finalize(acc_o_rc, p.softmax_c, lse);
-    score_mod.adjust_lse(lse, coord_rc);
-    EpilogueFwdSm90<Traits>::store(p, block, acc_o, coord_rc, lse, thread);
-  });
+  Mainloop::mma(p, block.range, score_mod, acc_o, coord_rc, softmax, smem, thread);
+
+  float lse[kNRows];
+  Tensor acc_o_rc = acc_rowcol(acc_o);
+  softmax.finalize(acc_o_rc, p.softmax_c, lse);
+  score_mod.adjust_lse(lse, coord_rc);
+  EpilogueFwdSm90<Traits>::store(p, block, acc_o, coord_rc, lse, thread);
 }
 
 }  // namespace sm90

@@ -12,7 +12,6 @@
 #include "sm90/fwd_sm90.hpp"
 #include "sm90/kernel_traits_sm90.cuh"
 #include "sm90/tma_fwd_sm90.cuh"
-#include "device_info.hpp"
 
 namespace sdpa {
 
@@ -27,32 +26,13 @@ struct FwdKernels {
   }
   // A dense problem's Q/K/V come by TMA (descriptors built here, on the host); a variable-length batch keeps
   // cp.async.
-  template <class Traits, class Bias, bool kVarlen, class P>
+  template <class Traits, bool kVarlen, class P>
   static auto kernel_params(const AttentionProblem& problem, const P& params) {
     if constexpr (kVarlen) {
-      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, {}, {}};
+      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, {}};
     } else {
-      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, TmaFwd<Traits>::make(problem),
-                                                       persistent_schedule<Traits, Bias>(problem)};
+      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, TmaFwd<Traits>::make(problem)};
     }
-  }
-  // A dense launch is persistent: one block per SM, or one per tile where there are fewer tiles.
-  template <class Traits, class Bias, bool kVarlen, class P>
-  static dim3 grid(const AttentionProblem& problem, const P& kernel_params) {
-    if constexpr (kVarlen) {
-      return single_tile_grid<Traits, Bias, kVarlen>(problem);
-    } else {
-      const int sms = current_sm_count();
-      return dim3(kernel_params.sched.num_tiles < sms ? kernel_params.sched.num_tiles : sms);
-    }
-  }
-  template <class Traits, class Bias>
-  static PersistentTileSchedulerFwd::Params persistent_schedule(const AttentionProblem& problem) {
-    const double kv_bytes_per_head_q = 2.0 * problem.seqlen_kv * problem.head_dim *
-                                       sizeof(typename Traits::Element) / problem.group_size();
-    return PersistentTileSchedulerFwd::make(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch,
-                                            kv_bytes_per_head_q, current_l2_bytes(),
-                                            Bias::kKind == BiasKind::kDense);
   }
   template <class Traits, class Bias, BiasForm kForm>
   static constexpr int smem_bytes() {

@@ -54,20 +54,6 @@ struct MainloopFwdSm90 {
     typename Pipeline::SharedStorage v;
     typename BiasPipeline::SharedStorage bias;  // the staged bias tile (staged form only)
     alignas(8) uint64_t q;                      // Q landed
-    alignas(8) uint64_t q_free;                 // the consumers are done with the last tile's Q (persistent)
-  };
-
-  // Where each role is in the pipelines: kept across the tiles a persistent block walks, so stage indices and
-  // phases continue from one tile to the next. `tiles`: the tiles begun so far (the phase of the Q barriers).
-  struct ProducerState {
-    PipelineState kv = cutlass::make_producer_start_state<Pipeline>();
-    typename BiasPipeline::PipelineState bias = cutlass::make_producer_start_state<BiasPipeline>();
-    int tiles = 0;
-  };
-  struct ConsumerState {
-    PipelineState k, v;  // consumers start at phase 0
-    typename BiasPipeline::PipelineState bias;
-    int tiles = 0;
   };
 
   // Shared memory: Q, K stages, V stages, the bias tile (staged form only: bias_bytes), barriers.
@@ -87,10 +73,7 @@ struct MainloopFwdSm90 {
   // Thread roles: warpgroup 0 produces, the others consume. Called by every thread before the roles split.
   static __device__ __forceinline__ void init_barriers(Smem const& smem) {
     Barriers& bars = smem.barriers();
-    if (threadIdx.x == 0) {
-      cutlass::arch::ClusterBarrier::init(&bars.q, kTma ? 1 : Traits::kNProducerThreads);
-      cutlass::arch::ClusterBarrier::init(&bars.q_free, Traits::kNConsumerThreads);
-    }
+    if (threadIdx.x == 0) cutlass::arch::ClusterBarrier::init(&bars.q, kTma ? 1 : Traits::kNProducerThreads);
     // The K and V pipelines are initialized by warp 0 inside their constructors (pipeline(..., true_type)).
     make_pipeline<Pipeline>(bars.k, true);
     make_pipeline<Pipeline>(bars.v, true);
@@ -133,19 +116,18 @@ struct MainloopFwdSm90 {
   // partial), then down.
 
   // ---- producer warpgroup --------------------------------------------------------------------------------
-  // One tile; `st` carries the pipelines' positions from the block's previous tile (if any) to its next.
   template <class Params, class ScoreModT>
   static __device__ __forceinline__ void load(Params const& p, SeqInfo const& seq, BlockCoord const& coord,
                                               int m_block, TileRange const& range, ScoreModT const& score_mod,
-                                              Smem const& smem, ProducerState& st) {
+                                              Smem const& smem) {
     using namespace cute;
     const int tidx = threadIdx.x;  // 0 .. kNProducerThreads - 1
     const int seqlen_q = coord.seqlen_q;
     Barriers& bars = smem.barriers();
     Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
     BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
-    PipelineState& state = st.kv;
-    typename BiasPipeline::PipelineState& state_bias = st.bias;
+    PipelineState state = cutlass::make_producer_start_state<Pipeline>();
+    typename BiasPipeline::PipelineState state_bias = cutlass::make_producer_start_state<BiasPipeline>();
 
     Tensor sQ = make_tensor(make_smem_ptr(smem.q()), typename Traits::SmemLayoutQ{});
     auto stage_kv = [](Element* base) { return make_tensor(make_smem_ptr(base), typename Traits::SmemLayoutKV{}); };
@@ -201,9 +183,6 @@ struct MainloopFwdSm90 {
       }
     }();
 
-    // Q has one buffer: a block's next tile may overwrite it once the consumers have finished the last one.
-    if (st.tiles > 0) cutlass::arch::ClusterBarrier::wait(&bars.q_free, (st.tiles - 1) & 1);
-    ++st.tiles;
     if (issuer) load_q();
 #pragma unroll 1
     for (int n = range.end - 1; n >= range.begin; --n) {
@@ -229,19 +208,17 @@ struct MainloopFwdSm90 {
   // ---- consumer warpgroups -------------------------------------------------------------------------------
   // Walks the key tiles of `range`, folding each into acc_o and the softmax statistics. thread: the index
   // among the consumer threads.
-  // One tile, as load(); `st` as there.
   template <class Params, class ScoreModT, class TensorO, class TensorC, class Softmax>
   static __device__ __forceinline__ void mma(Params const& p, TileRange const& range, ScoreModT const& score_mod,
                                              TensorO& acc_o, TensorC const& coord_rc, Softmax& softmax,
-                                             Smem const& smem, int thread, ConsumerState& st) {
+                                             Smem const& smem, int thread) {
     using namespace cute;
     constexpr int kNRows = decltype(size<0>(coord_rc))::value;
     Barriers& bars = smem.barriers();
     Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
     BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
-    PipelineState& state_k = st.k;
-    PipelineState& state_v = st.v;
-    typename BiasPipeline::PipelineState& state_bias = st.bias;
+    PipelineState state_k, state_v;  // consumers start at phase 0
+    typename BiasPipeline::PipelineState state_bias;
 
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
@@ -263,7 +240,7 @@ struct MainloopFwdSm90 {
     Tensor tOrP = make_tensor(rP.data(), acc_as_a_operand(rP.layout()));
     float correction[kNRows];
 
-    cutlass::arch::ClusterBarrier::wait(&bars.q, st.tiles & 1);
+    cutlass::arch::ClusterBarrier::wait(&bars.q, 0);
     scheduler_init();
 
     // S = Q K^T of tile n issued (not waited for), from the stage state_k points at.
@@ -332,9 +309,6 @@ struct MainloopFwdSm90 {
     issue_pv();
     scheduler_arrive(true);
     release_v();
-    // Every GEMM of the tile has completed (release_v waited for them): Q may be replaced.
-    cutlass::arch::ClusterBarrier::arrive(&bars.q_free);
-    ++st.tiles;
   }
 
  private:

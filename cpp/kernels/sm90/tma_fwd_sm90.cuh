@@ -13,8 +13,6 @@
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/tensor.hpp>
 
-#include "common/tile_scheduler.hpp"
-
 #include "sdpa/problem.hpp"
 #include "sdpa/status.hpp"
 
@@ -99,12 +97,10 @@ template <class Traits, bool kVarlen>
 using TmaFor = std::conditional_t<kVarlen, NoTma, TmaFwd<Traits>>;
 
 // The sm90 kernel's parameters: the forward's, plus the TMA descriptors where the launch uses them (they live
-// in the kernel's parameter space, as TMA wants: __grid_constant__) and the persistent schedule of a dense
-// launch (unused by a variable-length one).
+// in the kernel's parameter space, as TMA wants: __grid_constant__).
 template <class Base, class Tma>
 struct FwdParamsSm90 : Base {
   Tma tma;
-  PersistentTileSchedulerFwd::Params sched;
 };
 
 }  // namespace sm90

@@ -67,10 +67,12 @@ struct DecodeLaunch {
                                          problem.seqlen_kv);
     // One block per SM, though two fit: fewer, longer parts measured faster (less pipeline fill and fewer
     // partials to combine; H100, 2026-11-26, GB/s with forced split counts: B=1 Skv=32k 16 parts 2118 vs 33
-    // parts 2051, B=8 Sq=4 2 parts 2501 vs 4 parts 2446, the rest level). Not for a dense bias, whose blocks
-    // also read the bias tile by tile and want the second block per SM to hide it (B=8 key-padding mask:
-    // 2 parts 2303 vs 4 parts 2512).
-    const int per_sm = Bias::kKind == BiasKind::kDense ? blocks_per_sm() : 1;
+    // parts 2051, B=8 Sq=4 2 parts 2501 vs 4 parts 2446, the rest level). Not for a dense bias or a paged
+    // cache, whose blocks also wait on the bias tile or the page table tile by tile and want the second
+    // block per SM to hide it (B=8 key-padding mask: 2 parts 2303 vs 4 parts 2512; page_size 16 at one
+    // block per SM: 0.90x the contiguous cache, against 0.96x at two).
+    const bool latency_bound = Bias::kKind == BiasKind::kDense || problem.page_table != nullptr;
+    const int per_sm = latency_bound ? blocks_per_sm() : 1;
     const int slots = current_sm_count() * per_sm;
     const int splits = choose_num_splits(plan.m_blocks * batch_heads, all.end - all.begin, slots, problem.num_splits);
     plan.layout = {splits, batch_heads, packed_rows, Traits::kHeadDim};

@@ -19,7 +19,7 @@ from sdpa_core._kernel_bias import KernelBias
 from sdpa_core.variants import CausalVariant
 
 from .decode import CASES, HBM_PEAK_GBS, DecodeCase, _inputs, _our_bias, _torch, run_cli
-from .timing import median_ms
+from .timing import event_ms, median_ms
 
 SPLITS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -85,12 +85,7 @@ def _median_ms_clean_l2(fn, reps: int = 50) -> float:
     for _ in range(reps):
         flush.zero_()
         clean.sum()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(event_ms(fn))
     return sorted(times)[len(times) // 2]
 
 

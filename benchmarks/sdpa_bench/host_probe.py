@@ -7,7 +7,6 @@ the functions that take the most time of their own.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import pstats
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 import sdpa_core
 
+from .decode import run_cli
 from .extras import _cpu_us_per_call, policy
 
 
@@ -79,14 +79,7 @@ def run() -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--md")
-    args = parser.parse_args(argv)
-    text = run()
-    print(text)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(text)
+    run_cli(__doc__, lambda warmup_ms, rep_ms: run(), argv)  # --warmup-ms / --rep-ms do not apply here
 
 
 if __name__ == "__main__":

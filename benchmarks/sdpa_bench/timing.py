@@ -147,13 +147,18 @@ def _median_ms_events(fn: Callable[[], object], grad_to_none: list[torch.Tensor]
     for _ in range(reps):
         for x in grad_to_none:
             x.grad = None
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(event_ms(fn))
     return statistics.median(times)
+
+
+def event_ms(fn: Callable[[], object]) -> float:
+    """One call of fn, in ms between CUDA events around it (waits for it)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
 
 
 def _sync(t: Inputs) -> None:

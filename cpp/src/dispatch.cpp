@@ -123,11 +123,13 @@ std::size_t workspace_of(const SelectionFor<Problem>& selection, const Problem& 
   return selection.kernel ? selection.kernel->workspace_size(problem, bias) : 0;
 }
 
+// `needed` (optional) gets the selected kernel's workspace size, 0 without a kernel.
 template <class Problem>
 Status run_selected(const SelectionFor<Problem>& selection, const Problem& problem, const BiasDesc& bias,
-                    void* workspace, std::size_t workspace_bytes) {
+                    void* workspace, std::size_t workspace_bytes, std::size_t* needed = nullptr) {
+  if (needed != nullptr) *needed = 0;
   if (!selection.kernel) return selection.status;
-  return run_kernel(*selection.kernel, problem, bias, workspace, workspace_bytes);
+  return run_kernel(*selection.kernel, problem, bias, workspace, workspace_bytes, needed);
 }
 
 }  // namespace
@@ -150,14 +152,13 @@ std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDe
 }
 
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes) {
-  return run_selected(select_forward_kernel(problem, bias, true), problem, bias, workspace, workspace_bytes);
+  return forward(problem, bias, workspace, workspace_bytes, nullptr);
 }
 
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes,
                std::size_t* workspace_needed) {
-  const Selection selection = select_forward_kernel(problem, bias, true);
-  if (workspace_needed != nullptr) *workspace_needed = workspace_of(selection, problem, bias);
-  return run_selected(selection, problem, bias, workspace, workspace_bytes);
+  return run_selected(select_forward_kernel(problem, bias, true), problem, bias, workspace, workspace_bytes,
+                      workspace_needed);
 }
 
 Status forward(const AttentionProblem& problem, const BiasDesc& bias) {

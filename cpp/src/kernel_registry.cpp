@@ -78,8 +78,9 @@ SelectionFor<Problem> select_kernel(const std::vector<KernelEntryFor<Problem>>& 
 
 template <class Problem>
 Status run_kernel(const KernelEntryFor<Problem>& kernel, const Problem& problem, const BiasDesc& bias,
-                  void* workspace, std::size_t workspace_bytes) {
+                  void* workspace, std::size_t workspace_bytes, std::size_t* needed_out) {
   const std::size_t needed = kernel.workspace_size(problem, bias);
+  if (needed_out != nullptr) *needed_out = needed;
   if (workspace_bytes < needed || (needed > 0 && workspace == nullptr)) {
     return Status::error(StatusCode::kInvalidArgument,
                          kernel_name(kernel) + " needs a workspace of " + std::to_string(needed) + " bytes (" +
@@ -93,7 +94,9 @@ template Selection select_kernel(const std::vector<KernelEntry>&, const KernelKe
                                  const BiasDesc&);
 template BackwardSelection select_kernel(const std::vector<BackwardKernelEntry>&, const KernelKey&, int,
                                          const BackwardProblem&, const BiasDesc&);
-template Status run_kernel(const KernelEntry&, const AttentionProblem&, const BiasDesc&, void*, std::size_t);
-template Status run_kernel(const BackwardKernelEntry&, const BackwardProblem&, const BiasDesc&, void*, std::size_t);
+template Status run_kernel(const KernelEntry&, const AttentionProblem&, const BiasDesc&, void*, std::size_t,
+                           std::size_t*);
+template Status run_kernel(const BackwardKernelEntry&, const BackwardProblem&, const BiasDesc&, void*, std::size_t,
+                           std::size_t*);
 
 }  // namespace sdpa

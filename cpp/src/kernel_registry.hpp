@@ -117,8 +117,9 @@ SelectionFor<Problem> select_kernel(const std::vector<KernelEntryFor<Problem>>& 
 
 // Runs a selected kernel after checking the caller's workspace against its workspace_size(): a smaller
 // one (or none where bytes are needed) is kInvalidArgument naming the size query of the key's direction.
+// `needed`, when given, gets that size either way.
 template <class Problem>
 Status run_kernel(const KernelEntryFor<Problem>& kernel, const Problem& problem, const BiasDesc& bias,
-                  void* workspace, std::size_t workspace_bytes);
+                  void* workspace, std::size_t workspace_bytes, std::size_t* needed = nullptr);
 
 }  // namespace sdpa

@@ -22,12 +22,9 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch, _kernels, policy
-from ._kernel_bias import KernelBias
+from ._kernel_bias import unmasked
 from .bias import AlibiBias, CausalBias
-from .variants import CausalVariant
 
-_NO_MASK = KernelBias.causal_only(None)
-_CAUSAL = KernelBias.causal_only(CausalVariant.UPPER_LEFT)
 _MAX_ROUTES = 4096  # distinct signatures kept; beyond that the table starts over
 
 
@@ -87,29 +84,22 @@ def attention(sig: tuple, query, key, value, attn_mask) -> torch.Tensor | None:
         return None
     k_stride, v_stride = key.stride(), value.stride()
     q_ptr, k_ptr, v_ptr = query.data_ptr(), key.data_ptr(), value.data_ptr()
-    if (q_ptr | k_ptr | v_ptr) % 16 or not (_rows_aligned(key.shape, k_stride) and _rows_aligned(value.shape, v_stride)):
+    if (q_ptr | k_ptr | v_ptr) % 16 or k_stride[3] != 1 or v_stride[3] != 1:
+        return None
+    if not (_kernels.rows_aligned(key.shape, k_stride) and _kernels.rows_aligned(value.shape, v_stride)):
         return None
     out = torch.empty_like(query)
-    o_stride = out.stride()
-    q_stride = sig[1]
+    q_stride, o_stride = query.stride(), out.stride()
     batch, heads_q, _, head_dim = query.shape
     device = query.device
-    problem = [route.dtype_code, batch, heads_q, key.shape[1], seq_q, seq_kv, head_dim,
-               q_ptr, q_stride[0], q_stride[1], q_stride[2], k_ptr, k_stride[0], k_stride[1], k_stride[2],
-               v_ptr, v_stride[0], v_stride[1], v_stride[2], out.data_ptr(), o_stride[0], o_stride[1], o_stride[2],
-               0, _kernels.current_stream(device), 0, 0, 0, 0, 0, 0, 0]
+    views = [(q_ptr, *q_stride[:3]), (k_ptr, *k_stride[:3]), (v_ptr, *v_stride[:3]), (out.data_ptr(), *o_stride[:3])]
+    problem = _kernels.problem_fields(route.dtype_code, (batch, heads_q, key.shape[1], seq_q, seq_kv, head_dim),
+                                      views, 0, _kernels.current_stream(device))
     fields = route.bias_fields
     if type(attn_mask) is AlibiBias:
         fields = fields.copy()
         fields[2] = attn_mask.slopes.data_ptr()
     return out if _kernels.launch(problem, fields, route.scale, device, route.decode) else None
-
-
-def _rows_aligned(shape, stride) -> bool:
-    """The innermost dimension contiguous and every other stride a multiple of 8 elements (16 bytes for
-    half types), where the dimension has more than one row: what ``_kernels.is_aligned`` checks."""
-    return (stride[3] == 1 and (shape[0] == 1 or stride[0] % 8 == 0) and (shape[1] == 1 or stride[1] % 8 == 0)
-            and (shape[2] == 1 or stride[2] % 8 == 0))
 
 
 def knows(sig: tuple) -> bool:
@@ -130,10 +120,7 @@ def _route_for(query, key, value, attn_mask, is_causal, scale) -> _Route | None:
         return None
     if not _kernels.is_aligned(query) or query.stride(-1) != 1:
         return None
-    if attn_mask is None:
-        bias = _CAUSAL if is_causal else _NO_MASK
-    else:
-        bias = attn_mask._kernel_bias(is_causal)
+    bias = unmasked(is_causal) if attn_mask is None else attn_mask._kernel_bias(is_causal)
     plan = _dispatch.plan(query, key, value, bias, scale, 0.0)
     if not plan.path.startswith("fused:") or plan.reasons or plan.backward:
         return None

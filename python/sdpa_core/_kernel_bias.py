@@ -44,3 +44,12 @@ class KernelBias:
     @classmethod
     def dense_tensor(cls, dense: torch.Tensor, variant: CausalVariant | None) -> "KernelBias":
         return cls(BiasKind.DENSE, variant, dense=dense)
+
+
+NO_MASK = KernelBias.causal_only(None)
+CAUSAL = KernelBias.causal_only(CausalVariant.UPPER_LEFT)
+
+
+def unmasked(is_causal: bool) -> KernelBias:
+    """The bias of a call with ``attn_mask=None``: none, or upper-left causal (``is_causal``)."""
+    return CAUSAL if is_causal else NO_MASK

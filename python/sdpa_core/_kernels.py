@@ -300,7 +300,12 @@ def is_aligned(t: torch.Tensor) -> bool:
     never moves the pointer, so its stride does not matter). On the hot path: no loop for 4-D tensors."""
     if t.data_ptr() % 16:
         return False
-    shape, stride = t.shape, t.stride()
+    return rows_aligned(t.shape, t.stride())
+
+
+def rows_aligned(shape, stride) -> bool:
+    """is_aligned() without the pointer: every stride but the last a multiple of 8 elements where its
+    dimension has more than one row."""
     if len(shape) == 4:
         return ((shape[0] == 1 or stride[0] % 8 == 0) and (shape[1] == 1 or stride[1] % 8 == 0)
                 and (shape[2] == 1 or stride[2] % 8 == 0))

@@ -11,13 +11,11 @@ import torch.nn.functional as F
 from torch.nn.attention import bias as _torch_bias
 
 from . import _dispatch, _fallback, _fastpath, _nd, _routing, _validate
-from ._kernel_bias import KernelBias
+from ._kernel_bias import unmasked
 from .bias import AttnBias, CausalBias, TensorBias
 from .errors import SdpaTypeError, SdpaValueError
 from .variants import CausalVariant, as_causal_variant
 
-_NO_MASK = KernelBias.causal_only(None)
-_CAUSAL = KernelBias.causal_only(CausalVariant.UPPER_LEFT)
 
 
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -91,8 +89,7 @@ def _checked(query, key, value, attn_bias, dropout_p, is_causal, scale, enable_g
     q, k, v, attn_bias, restore = adapted
     _validate.check_inputs(q, k, v, enable_gqa)
     if attn_bias is None:
-        bias = _CAUSAL if is_causal else _NO_MASK
-        return restore(_dispatch.attention(q, k, v, bias, scale, dropout_p, q.shape[1] != k.shape[1]))
+        return restore(_dispatch.attention(q, k, v, unmasked(is_causal), scale, dropout_p, q.shape[1] != k.shape[1]))
     return restore(attn_bias.dispatch(q, k, v, attn_bias, is_causal, scale, dropout_p))
 
 

@@ -173,10 +173,10 @@ def test_kept_workspace_reads_the_stream_from_its_field():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU a kernel runs: test_gpu_kept_workspace_* cover it")
 def test_forward_in_workspace_without_a_gpu_gives_the_reason():
-    from sdpa_core import _C, _kernels
+    from sdpa_core import _C, _kernel_bias, _kernels
     q = randn(1, 2, 1, 64, dtype=torch.bfloat16)
     reason, needed = _C.forward_in_workspace(_kernels.problem_args(q, q, q, q), 0.125,
-                                             _kernels.bias_args(_fastpath._NO_MASK, q, q), 0, 0)
+                                             _kernels.bias_args(_kernel_bias.NO_MASK, q, q), 0, 0)
     assert needed == 0 and ("without CUDA" in reason or "no CUDA device" in reason), reason
 
 

@@ -10,6 +10,8 @@
 //   };
 #pragma once
 
+#include <type_traits>
+
 #include <cuda_runtime.h>
 
 #include "common/launch_checks.hpp"
@@ -20,13 +22,16 @@
 
 namespace sdpa {
 
-template <class Family, class Traits, class Bias>
+// TraitsFor::type<kForm, kVarlen>: the kernel traits of each launch form (a family may size its tiles per
+// form; OneTraits gives every form the same).
+template <class Family, class TraitsFor, class Bias>
 struct FwdLauncher {
   const AttentionProblem& problem;
   const FwdParams<typename Bias::Params>& params;
 
   template <BiasForm kForm, bool kVarlen>
   Status launch() const {
+    using Traits = typename TraitsFor::template type<kForm, kVarlen>;
     auto kernel = Family::template kernel<Traits, Bias, kForm, kVarlen>();
     constexpr int kSmem = Family::template smem_bytes<Traits, Bias, kForm>();
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
@@ -39,13 +44,19 @@ struct FwdLauncher {
   }
 };
 
-// The whole run(): assumes the family's can_implement() passed.
-template <class Family, class Traits, class Bias>
+template <class Traits>
+struct OneTraits {
+  template <BiasForm, bool>
+  using type = Traits;
+};
+
+// The whole run(): assumes the family's can_implement() passed. TraitsFor as in FwdLauncher.
+template <class Family, class TraitsFor, class Bias>
 Status run_forward(const AttentionProblem& problem, const BiasDesc& bias) {
   const typename Bias::Params bias_params = Bias::make_params(bias);
   const BiasForm form = select_bias_form<Bias>(problem, bias_params);
   const auto params = make_fwd_params<Bias>(problem, bias_params, form);
-  return launch_in_form<Bias>(problem, form, FwdLauncher<Family, Traits, Bias>{problem, params});
+  return launch_in_form<Bias>(problem, form, FwdLauncher<Family, TraitsFor, Bias>{problem, params});
 }
 
 }  // namespace sdpa

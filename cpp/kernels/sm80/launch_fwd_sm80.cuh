@@ -66,7 +66,7 @@ template <class Bias, DType kDType, int kHeadDim>
 Status FwdSm80<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void*,
                                             std::size_t) {
   using Traits = KernelTraitsSm80<typename CuteElement<kDType>::type, kHeadDim, TileConfigSm80For<kHeadDim, Bias>>;
-  return run_forward<sm80::FwdKernels, Traits, Bias>(problem, bias);
+  return run_forward<sm80::FwdKernels, OneTraits<Traits>, Bias>(problem, bias);
 }
 
 }  // namespace sdpa

@@ -38,11 +38,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   Mainloop::init_barriers(smem);
 
   if (threadIdx.x < Traits::kNProducerThreads) {
-    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    cutlass::arch::warpgroup_reg_dealloc<Traits::producer_regs(kVarlen)>();
     Mainloop::load(p, block.seq, block.coord, block.tile.m_block, block.range, score_mod, smem);
     return;
   }
-  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+  cutlass::arch::warpgroup_reg_alloc<Traits::consumer_regs(kVarlen)>();
   const int thread = threadIdx.x - Traits::kNProducerThreads;
 
   typename Traits::TiledMmaQK mma_s;

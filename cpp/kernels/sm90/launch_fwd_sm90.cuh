@@ -62,8 +62,8 @@ std::size_t FwdSm90<Bias, kDType, kHeadDim>::workspace_size(const AttentionProbl
 template <class Bias, DType kDType, int kHeadDim>
 Status FwdSm90<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void*,
                                             std::size_t) {
-  using Traits = KernelTraitsSm90<typename CuteElement<kDType>::type, kHeadDim>;
-  return run_forward<sm90::FwdKernels, Traits, Bias>(problem, bias);
+  return run_forward<sm90::FwdKernels, KernelTraitsSm90For<typename CuteElement<kDType>::type, kHeadDim, Bias>, Bias>(
+      problem, bias);
 }
 
 }  // namespace sdpa

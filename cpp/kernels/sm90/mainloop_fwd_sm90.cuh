@@ -9,8 +9,8 @@
 // Two overlaps keep the tensor cores busy while a warpgroup does softmax:
 //  - inside a warpgroup, P V of tile n + 1 (the tile before, in walk order) is issued together with Q K^T
 //    of tile n and runs while the softmax of tile n is computed;
-//  - across the two consumer warpgroups, named barriers let one warpgroup issue its GEMMs while the other
-//    is in its softmax (ping-pong), so their GEMMs do not contend.
+//  - across the consumer warpgroups (two, three with 192-row tiles), named barriers let one warpgroup issue
+//    its GEMMs while another is in its softmax (ping-pong), so their GEMMs do not contend.
 // Q, K and V of a dense problem come by TMA (one thread issues each tile; sm90/tma_fwd_sm90.cuh); a
 // variable-length batch's packed or paged rows come by the sm80 kernel's cp.async loaders, from all 128
 // producer threads. The staged bias tile always comes by cp.async.
@@ -24,6 +24,7 @@
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
 #include "common/block_coord.hpp"
+#include "common/host_device.hpp"  // SDPA_INLINE_LAMBDA
 #include "common/seq_info.hpp"
 #include "common/tile_range.hpp"
 #include "sm80/gemm_sm80.cuh"  // head_matrix, load_tile, convert_fragment: cp.async and conversions, any arch
@@ -226,10 +227,10 @@ struct MainloopFwdSm90 {
     auto thr_pv = mma_pv.get_thread_slice(thread);
     Tensor sQ = make_tensor(make_smem_ptr(smem.q()), typename Traits::SmemLayoutQ{});
     Tensor tSrQ = thr_qk.partition_fragment_A(sQ);  // smem descriptors
-    auto k_of = [&](int stage) {
+    auto k_of = [&](int stage) SDPA_INLINE_LAMBDA {
       return thr_qk.partition_fragment_B(make_tensor(make_smem_ptr(smem.k(stage)), typename Traits::SmemLayoutKV{}));
     };
-    auto vt_of = [&](int stage) {
+    auto vt_of = [&](int stage) SDPA_INLINE_LAMBDA {
       return thr_pv.partition_fragment_B(make_tensor(make_smem_ptr(smem.v(stage)), typename Traits::SmemLayoutVt{}));
     };
     Tensor acc_o_rc = acc_rowcol(acc_o);
@@ -244,7 +245,7 @@ struct MainloopFwdSm90 {
     scheduler_init();
 
     // S = Q K^T of tile n issued (not waited for), from the stage state_k points at.
-    auto issue_qk = [&](int n) {
+    auto issue_qk = [&](int n) SDPA_INLINE_LAMBDA {
       // The split form starts the accumulator at its column parts; the others let wgmma zero it.
       if constexpr (ScoreModT::kSplit) score_mod.init(acc_s, coord_rc, p, n * kBlockN);
       pipe_k.consumer_wait(state_k);
@@ -252,14 +253,14 @@ struct MainloopFwdSm90 {
                                                                                    k_of(state_k.index()), acc_s);
     };
     // O += P V of the tile before, issued (not waited for).
-    auto issue_pv = [&]() {
+    auto issue_pv = [&]() SDPA_INLINE_LAMBDA {
       Softmax::rescale(acc_o_rc, correction);
       pipe_v.consumer_wait(state_v);
       gemm</*kZeroInit=*/false, /*kRegisterA=*/true, /*kWait=*/false>(mma_pv, tOrP, vt_of(state_v.index()), acc_o);
     };
     // Once Q K^T of tile n has landed (wgmma groups other than the last `pending` are done): bias, softmax
     // statistics and P.
-    auto finish_scores = [&](int n, auto masked, auto pending) {
+    auto finish_scores = [&](int n, auto masked, auto pending) SDPA_INLINE_LAMBDA {
       warpgroup_wait<decltype(pending)::value>();
       warpgroup_fence_operand(acc_s);
       pipe_k.consumer_release(state_k);
@@ -272,7 +273,7 @@ struct MainloopFwdSm90 {
       }
       softmax.update_scores(s, p.softmax_c, correction);
     };
-    auto release_v = [&]() {
+    auto release_v = [&]() SDPA_INLINE_LAMBDA {
       warpgroup_wait<0>();
       warpgroup_fence_operand(acc_o);
       warpgroup_fence_operand(rP);  // P V has read P: the next P may be written
@@ -289,7 +290,7 @@ struct MainloopFwdSm90 {
     else finish_scores(n, cute::false_type{}, cute::Int<0>{});
     sm80::convert_fragment_into(acc_s, rP);
 
-    auto step = [&](int n, auto masked) {
+    auto step = [&](int n, auto masked) SDPA_INLINE_LAMBDA {
       scheduler_sync();
       issue_qk(n);
       issue_pv();
@@ -312,24 +313,28 @@ struct MainloopFwdSm90 {
   }
 
  private:
-  // Ping-pong between the two consumer warpgroups (two named barriers of 256 threads): a warpgroup
-  // issues its GEMMs only after the other has issued its own, so one computes softmax while the other's
-  // GEMMs run. The second warpgroup opens the first one's barrier once at the start and skips its own last
-  // arrive, which balances every barrier's syncs and arrives.
+  // Ping-pong between the consumer warpgroups, in a ring (one named barrier of 256 threads per warpgroup):
+  // warpgroup w issues its GEMMs only after warpgroup w - 1 has issued its own, so one computes softmax while
+  // the others' GEMMs run. The last warpgroup opens the first one's barrier once at the start and skips its
+  // own last arrive, which balances every barrier's syncs and arrives.
   static constexpr int kSchedulerThreads = 2 * 128;
+  static constexpr int kNWarpgroups = Traits::kNWarpgroups;
   static __device__ __forceinline__ int consumer_warpgroup() {
-    return (threadIdx.x - Traits::kNProducerThreads) / 128;  // 0 or 1
+    return (threadIdx.x - Traits::kNProducerThreads) / 128;
   }
   static __device__ __forceinline__ void scheduler_init() {
-    if (consumer_warpgroup() == 1) cutlass::arch::NamedBarrier::arrive(kSchedulerThreads, kSchedulerBarrier0);
+    if (consumer_warpgroup() == kNWarpgroups - 1) {
+      cutlass::arch::NamedBarrier::arrive(kSchedulerThreads, kSchedulerBarrier0);
+    }
   }
   static __device__ __forceinline__ void scheduler_sync() {
     cutlass::arch::NamedBarrier::sync(kSchedulerThreads, kSchedulerBarrier0 + consumer_warpgroup());
   }
   static __device__ __forceinline__ void scheduler_arrive(bool last) {
     const int wg = consumer_warpgroup();
-    if (last && wg == 1) return;
-    cutlass::arch::NamedBarrier::arrive(kSchedulerThreads, kSchedulerBarrier0 + (1 - wg));
+    if (last && wg == kNWarpgroups - 1) return;
+    const int next = wg + 1 == kNWarpgroups ? 0 : wg + 1;
+    cutlass::arch::NamedBarrier::arrive(kSchedulerThreads, kSchedulerBarrier0 + next);
   }
   static constexpr int kSchedulerBarrier0 = 0;  // NamedBarrier adds the ids CUTLASS reserves (__syncthreads' 0)
 };

@@ -239,22 +239,27 @@ def test_routing_keeps_dense_bias_inference_on_the_hopper_kernel(monkeypatch):
         assert "cuDNN" in _routing.torch_is_faster(torch.empty(1, 2, 40, 64, dtype=torch.bfloat16), dense)
 
 
-def test_routing_keeps_hd128_causal_inference_on_the_hopper_kernel(monkeypatch):
-    """Upper-left causal inference at head dim 128 stays fused on sm90 where the Hopper kernel is built (it beats
-    torch's default there); other head dims, no mask, training calls and builds without it go to torch."""
+def test_routing_keeps_measured_inference_wins_on_the_hopper_kernel(monkeypatch):
+    """Inference calls where the Hopper forward was measured faster than torch's default (hd128 and hd256 with or
+    without upper-left causal, hd64 causal) stay fused on sm90 where a Hopper kernel is built for the dtype
+    and head dim; hd64 without a mask, training calls and builds without one go to torch."""
     monkeypatch.setattr(_routing, "device_info", lambda device: (9, 132))
     monkeypatch.setattr(_routing, "_hopper_kernels", {})
     monkeypatch.setattr(_routing, "_C", types.SimpleNamespace(
-        compiled_kernels=lambda: ["fwd_sm90<CausalUpperLeft, bfloat16, hd128>", "fwd_sm90<NoBias, bfloat16, hd64>"]))
+        compiled_kernels=lambda: ["fwd_sm90<CausalUpperLeft, bfloat16, hd128>", "fwd_sm90<NoBias, bfloat16, hd64>",
+                                  "fwd_sm80<NoBias, bfloat16, hd256>"]))
     monkeypatch.delenv("SDPA_MAX_ARCH", raising=False)
     causal = KernelBias.causal_only(sdpa_core.CausalVariant.UPPER_LEFT)
     plain = KernelBias.causal_only(None)
     q128, q64 = torch.empty(1, 2, 40, 128, dtype=torch.bfloat16), torch.empty(1, 2, 40, 64, dtype=torch.bfloat16)
+    q256 = torch.empty(1, 2, 40, 256, dtype=torch.bfloat16)
     with sdpa_core.dispatch_policy("auto"):
         assert _routing.torch_is_faster(q128, causal, training=False) == ""
+        assert _routing.torch_is_faster(q128, plain, training=False) == ""
+        assert _routing.torch_is_faster(q64, causal, training=False) == ""
         assert "cuDNN" in _routing.torch_is_faster(q128, causal, training=True)
-        assert "cuDNN" in _routing.torch_is_faster(q128, plain, training=False)
-        assert "cuDNN" in _routing.torch_is_faster(q64, causal, training=False)
+        assert "cuDNN" in _routing.torch_is_faster(q64, plain, training=False)
+        assert "cuDNN" in _routing.torch_is_faster(q256, causal, training=False)  # only the sm80 kernel built
         assert "cuDNN" in _routing.torch_is_faster(q128.half(), causal, training=False)  # no fp16 Hopper kernel
 
 

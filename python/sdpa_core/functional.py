@@ -17,7 +17,6 @@ from .errors import SdpaTypeError, SdpaValueError
 from .variants import CausalVariant, as_causal_variant
 
 
-
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                  attn_mask: torch.Tensor | AttnBias | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None,

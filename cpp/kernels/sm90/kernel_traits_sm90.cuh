@@ -9,12 +9,6 @@
 
 #include <cstdint>
 
-// The wgmma shapes of 176- and 80-key tiles (N = 176, 80). CMake defines it for every sm90 kernel; here for
-// a translation unit built without it, if CuTe is not yet included (the static_assert below catches that).
-#ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
-#define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
-#endif
-
 #include <cute/tensor.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/arch/mma_sm90.hpp>
@@ -77,9 +71,12 @@ struct KernelTraitsSm90 {
       cute::GMMA::ss_op_selector<Element, Element, float,
                                  cute::Shape<cute::_64, cute::Int<kBlockN>, cute::Int<kHeadDim>>>(),
       cute::Layout<cute::Shape<cute::Int<kNWarpgroups>, cute::_1, cute::_1>>{}));
+  // The N = 176 and N = 80 wgmma shapes exist only under CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED (CMake defines it
+  // for the sm90 kernels); without it CuTe silently builds those tiles from N = 16 instructions.
   static_assert(cute::get<1>(typename TiledMmaQK::AtomShape_MNK{}) == kBlockN,
-                "S = Q K^T must be one wgmma per 16-deep k step: define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED "
-                "before CuTe is included, or CuTe splits a 176- or 80-key tile into N = 16 instructions");
+                "S = Q K^T must be one wgmma per 16-deep k step: compile with "
+                "-DCUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED, or CuTe splits a 176- or 80-key tile into N = 16 "
+                "instructions");
   // O += P V: (64 x kHeadDim x kBlockN), P from registers, V read as (dim, key) with dim contiguous (MN-major).
   using TiledMmaPV = decltype(cute::make_tiled_mma(
       cute::GMMA::rs_op_selector<Element, Element, float,

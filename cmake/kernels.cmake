@@ -91,6 +91,8 @@ template struct ${_type};
   set(_describe "")
   if(direction STREQUAL "decode")
     set(_describe ", &${_type}::describe")
+  elseif(direction STREQUAL "fwd90")  # its workspace (a tile counter) is optional
+    set(_describe ", &${_type}::describe, true")
   endif()
   set(${entries_var} "${${entries_var}}"
       "      {{${_enum}, ${_arch}, BiasId::k${bias}, ${dtype_enum}, ${hd}, ${_variant}}, \"${_family}\",\n"

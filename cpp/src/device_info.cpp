@@ -58,9 +58,15 @@ int current_sm_count() {
   static DeviceCache cache{};
   return cached_per_device(cache, [](int device) { return attribute(cudaDevAttrMultiProcessorCount, device); }, 1);
 }
+
+int current_l2_bytes() {
+  static DeviceCache cache{};
+  return cached_per_device(cache, [](int device) { return attribute(cudaDevAttrL2CacheSize, device); }, 0);
+}
 #else
 int current_compute_capability() { return 0; }
 int current_sm_count() { return 1; }
+int current_l2_bytes() { return 0; }
 #endif
 
 }  // namespace sdpa

@@ -11,4 +11,8 @@ int current_compute_capability();
 // split-KV decode kernel sizes its split count from it.
 int current_sm_count();
 
+// Bytes of L2 cache of the current device (50 MB on an H100), or 0 when none is visible; the persistent
+// forward sizes the groups of heads whose keys and values it keeps in flight together from it.
+int current_l2_bytes();
+
 }  // namespace sdpa

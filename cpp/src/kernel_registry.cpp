@@ -81,6 +81,9 @@ Status run_kernel(const KernelEntryFor<Problem>& kernel, const Problem& problem,
                   void* workspace, std::size_t workspace_bytes, std::size_t* needed_out) {
   const std::size_t needed = kernel.workspace_size(problem, bias);
   if (needed_out != nullptr) *needed_out = needed;
+  if (kernel.workspace_optional && needed_out == nullptr && workspace == nullptr && workspace_bytes == 0) {
+    return kernel.run(problem, bias, nullptr, 0);
+  }
   if (workspace_bytes < needed || (needed > 0 && workspace == nullptr)) {
     return Status::error(StatusCode::kInvalidArgument,
                          kernel_name(kernel) + " needs a workspace of " + std::to_string(needed) + " bytes (" +

@@ -76,6 +76,9 @@ struct KernelEntryFor {
   WorkspaceSizeFnFor<Problem> workspace_size;
   RunFnFor<Problem> run;
   DescribeFnFor<Problem> describe = nullptr;  // families with nothing to add leave it null
+  // The kernel uses a workspace when the caller passes one (workspace_size() bytes) and runs without one
+  // when the caller passes none at all (the Hopper forward: a tile counter for its persistent schedule).
+  bool workspace_optional = false;
 };
 
 using KernelEntry = KernelEntryFor<AttentionProblem>;
@@ -116,8 +119,9 @@ SelectionFor<Problem> select_kernel(const std::vector<KernelEntryFor<Problem>>& 
                                     int capability, const Problem& problem, const BiasDesc& bias);
 
 // Runs a selected kernel after checking the caller's workspace against its workspace_size(): a smaller
-// one (or none where bytes are needed) is kInvalidArgument naming the size query of the key's direction.
-// `needed`, when given, gets that size either way.
+// one (or none where bytes are needed) is kInvalidArgument naming the size query of the key's direction,
+// except that a kernel whose workspace is optional runs without one when the caller passes none (null, 0
+// bytes) and asks for no size. `needed`, when given, gets that size either way.
 template <class Problem>
 Status run_kernel(const KernelEntryFor<Problem>& kernel, const Problem& problem, const BiasDesc& bias,
                   void* workspace, std::size_t workspace_bytes, std::size_t* needed = nullptr);

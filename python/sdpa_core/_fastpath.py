@@ -30,13 +30,12 @@ _MAX_ROUTES = 4096  # distinct signatures kept; beyond that the table starts ove
 
 class _Route:
     """What a signature's fused call needs besides the per-call values: the dtype code, the bias fields
-    (without the slopes pointer, which the call supplies), the scale, and whether the kernel may be a
-    split-KV decode one (which takes a workspace)."""
+    (without the slopes pointer, which the call supplies) and the scale."""
 
-    __slots__ = ("dtype_code", "bias_fields", "scale", "decode")
+    __slots__ = ("dtype_code", "bias_fields", "scale")
 
-    def __init__(self, dtype_code: int, bias_fields: list[int], scale: float, decode: bool):
-        self.dtype_code, self.bias_fields, self.scale, self.decode = dtype_code, bias_fields, scale, decode
+    def __init__(self, dtype_code: int, bias_fields: list[int], scale: float):
+        self.dtype_code, self.bias_fields, self.scale = dtype_code, bias_fields, scale
 
 
 # signature -> _Route, or None for a signature the checked path keeps (torch's kernel, a copy, a refusal)
@@ -99,7 +98,7 @@ def attention(sig: tuple, query, key, value, attn_mask) -> torch.Tensor | None:
     if type(attn_mask) is AlibiBias:
         fields = fields.copy()
         fields[2] = attn_mask.slopes.data_ptr()
-    return out if _kernels.launch(problem, fields, route.scale, device, route.decode) else None
+    return out if _kernels.launch(problem, fields, route.scale, device) else None
 
 
 def knows(sig: tuple) -> bool:
@@ -125,4 +124,4 @@ def _route_for(query, key, value, attn_mask, is_causal, scale) -> _Route | None:
     if not plan.path.startswith("fused:") or plan.reasons or plan.backward:
         return None
     return _Route(_kernels.dtype_code(query.dtype), _kernels.bias_args(bias, query, key),
-                  _dispatch.default_scale(query, scale), query.shape[2] <= _kernels.SPLIT_KV_MAX_SEQLEN_Q)
+                  _dispatch.default_scale(query, scale))

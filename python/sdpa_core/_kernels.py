@@ -143,10 +143,9 @@ def try_forward_lse(query, key, value, bias, scale: float, out: torch.Tensor | N
 
 
 def _run_forward(query, key, value, bias, scale: float, out, lse, num_splits: int = 0) -> bool:
-    """Launches the fused forward into ``out`` (and ``lse`` when given); False when libsdpa has no kernel.
-    A few query rows may run a split-KV decode kernel, whose partial results need a workspace."""
+    """Launches the fused forward into ``out`` (and ``lse`` when given); False when libsdpa has no kernel."""
     problem, fields = problem_args(query, key, value, out, lse, num_splits), bias_args(bias, query, key)
-    return launch(problem, fields, scale, query.device, query.shape[2] <= SPLIT_KV_MAX_SEQLEN_Q)
+    return launch(problem, fields, scale, query.device)
 
 
 def _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q: int, max_k: int,
@@ -176,7 +175,7 @@ def try_forward_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k
     tensor data on the host."""
     problem, fields = _varlen_problem(query, key, value, bias, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q,
                                       max_k, num_splits, out, lse)
-    return launch(problem, fields, scale, query.device, True)
+    return launch(problem, fields, scale, query.device)
 
 
 def select_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seqused_k, block_table, max_q: int,
@@ -189,10 +188,9 @@ def select_varlen(query, key, value, bias, scale: float, cu_seq_q, cu_seq_k, seq
     return kernel, reason, _C.describe_forward(problem, scale, fields) if kernel else ""
 
 
-def launch(problem: list[int], fields: list[int], scale: float, device, decode: bool) -> bool:
-    """libsdpa's forward on these fields, with the workspace a decode kernel needs; False: no kernel."""
-    if not decode:
-        return not on_device(_C.forward, device, problem, scale, fields, 0, 0)
+def launch(problem: list[int], fields: list[int], scale: float, device) -> bool:
+    """libsdpa's forward on these fields, with the workspace its kernel takes (a split-KV decode kernel's
+    partial results, the Hopper forward's tile counter); False: no kernel."""
     if torch.cuda.is_current_stream_capturing():
         # A CUDA graph keeps the workspace's address: it gets memory of its own from torch's allocator (the
         # graph's pool), never the kept buffer below, which may be replaced by a larger one later.
@@ -200,8 +198,8 @@ def launch(problem: list[int], fields: list[int], scale: float, device, decode: 
         workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=device) if workspace_bytes else None
         return not on_device(_C.forward, device, problem, scale, fields,
                              0 if workspace is None else workspace.data_ptr(), workspace_bytes)
-    # Eager: a buffer kept per (device, stream, thread) and grown on demand, so that a decode step makes one
-    # libsdpa call and no allocation. Calls on one stream run in order, so reusing it between them is safe;
+    # Eager: a buffer kept per (device, stream, thread) and grown on demand, so that a call makes one libsdpa
+    # call and no allocation. Calls on one stream run in order, so reusing it between them is safe;
     # another thread or stream gets a buffer of its own.
     key = (device, problem[_STREAM_FIELD], threading.get_ident())
     kept = _workspaces.get(key)

@@ -145,10 +145,17 @@ TEST(Dispatch, BuildWithoutCudaSaysSo) {
   }
 }
 
-// libsdpa allocates nothing: the caller asks how much workspace the chosen kernel needs (none today).
-TEST(Dispatch, WorkspaceSizeIsZeroAndForwardTakesNone) {
+// libsdpa allocates nothing: the caller asks how much workspace the chosen kernel needs. For a prefill
+// problem that is none, or the Hopper forward's optional tile counter.
+TEST(Dispatch, PrefillWorkspaceIsNoneOrTheHopperTileCounter) {
   for (const BiasDesc& bias : all_biases(DType::kBFloat16)) {
-    EXPECT_EQ(sdpa::forward_workspace_size(aligned_problem(), bias), 0u) << sdpa::bias_trait_name(bias);
+    const std::string kernel = sdpa::select_forward(aligned_problem(), bias).kernel;
+    const std::size_t bytes = sdpa::forward_workspace_size(aligned_problem(), bias);
+    if (kernel.rfind("fwd_sm90", 0) == 0) {
+      EXPECT_LE(bytes, 16u) << kernel;
+    } else {
+      EXPECT_EQ(bytes, 0u) << kernel;
+    }
   }
   if (sdpa::built_with_cuda()) return;  // the overload's refusals below are the no-CUDA build's
   EXPECT_EQ(sdpa::forward(aligned_problem(), {}, nullptr, 0).code, StatusCode::kNotCompiled);
@@ -588,6 +595,31 @@ TEST(DispatchRegistry, RunKernelRefusesASmallWorkspace) {
   s = sdpa::run_kernel(kernel, p, {}, g_storage, kFakeBackwardWorkspace);
   EXPECT_TRUE(s.ok()) << s.message;
   EXPECT_EQ(g_backward_runs, 1);
+}
+
+int g_forward_runs = 0;
+sdpa::Status count_forward_run(const sdpa::AttentionProblem&, const BiasDesc&, void*, std::size_t) {
+  ++g_forward_runs;
+  return sdpa::Status::success();
+}
+
+// An optional workspace (the Hopper forward's tile counter): the kernel runs without one when the caller
+// passes none and asks for no size; a buffer too small, or a size query, is refused as for any kernel.
+TEST(DispatchRegistry, AnOptionalWorkspaceMayBeLeftOut) {
+  sdpa::KernelEntry kernel = {fake_key(90, 64), "fwd_sm90", &accept,
+                              [](const sdpa::AttentionProblem&, const BiasDesc&) -> std::size_t { return 16; },
+                              &count_forward_run};
+  kernel.workspace_optional = true;
+  g_forward_runs = 0;
+  EXPECT_TRUE(sdpa::run_kernel(kernel, aligned_problem(), {}, nullptr, 0).ok());
+  EXPECT_EQ(g_forward_runs, 1);
+  std::size_t needed = 0;
+  EXPECT_EQ(sdpa::run_kernel(kernel, aligned_problem(), {}, nullptr, 0, &needed).code, StatusCode::kInvalidArgument);
+  EXPECT_EQ(needed, 16u);
+  EXPECT_EQ(sdpa::run_kernel(kernel, aligned_problem(), {}, g_storage, 8).code, StatusCode::kInvalidArgument);
+  EXPECT_EQ(g_forward_runs, 1) << "a refused workspace must not launch";
+  EXPECT_TRUE(sdpa::run_kernel(kernel, aligned_problem(), {}, g_storage, 16).ok());
+  EXPECT_EQ(g_forward_runs, 2);
 }
 
 TEST(DispatchRegistry, ForwardWorkspaceRefusalNamesTheForwardQuery) {

@@ -40,7 +40,7 @@ const std::vector<Shape> kShapes = {
     {3, 2, 1, 17, 1, Layout::kBHSD},       // a single key
     {1, 2, 2, 1, 1000, Layout::kBSHD},     // decoding: one query, many keys
     {1, 2, 2, 300, 512, Layout::kBHSD},    // 16-byte bias/mask rows: dense biases are staged in smem
-    {4, 8, 2, 600, 200, Layout::kBSHD},    // 160+ row-block tiles: more blocks than one wave
+    {4, 8, 2, 1000, 200, Layout::kBSHD},   // 192+ row-block tiles: a persistent block computes several
     // split-KV decode (Sq <= 16): packed GQA rows, several row blocks, Sq > Skv, many splits
     {2, 8, 2, 1, 1000, Layout::kBSHD},     // groups of 4, one packed row block
     {1, 8, 1, 4, 300, Layout::kBHSD},      // a group of 8 at 4 positions: 32 packed rows, two blocks

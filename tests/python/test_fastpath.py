@@ -217,3 +217,32 @@ def test_gpu_decode_in_a_cuda_graph_uses_a_workspace_of_its_own():
         graph.replay()
         torch.cuda.synchronize()
     assert_close(out, attention_fp64(q, k, k), torch.bfloat16)
+
+
+@requires_cuda
+def test_gpu_prefill_with_more_tiles_than_sms_matches_eager_and_in_a_cuda_graph():
+    # On an H100 the Hopper forward schedules these persistently, its tile counter in the kept workspace
+    # (eager) or in a workspace of the graph's own (captured); elsewhere one block per tile. Either way the
+    # answer is the fp64 reference's, rows that see no key included (lower-right, Sq > Skv).
+    from sdpa_core import _kernels
+    q = randn(1, 12, 1999, 128, device="cuda", dtype=torch.bfloat16)
+    k = randn(1, 12, 1999, 128, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        for causal in (False, True):
+            out = sdpa_core.scaled_dot_product_attention(q, k, k, is_causal=causal)
+            assert_close(out, attention_fp64(q, k, k, causal="upper_left" if causal else None), torch.bfloat16)
+        short = k[:, :, :700]
+        out = sdpa_core.scaled_dot_product_attention(q, short, short, attn_mask=sdpa_core.causal_lower_right(1999, 700))
+        expected = attention_fp64(q, short, short, causal="lower_right")
+        assert_close(out, expected, torch.bfloat16)
+        assert not out[:, :, :1299].any(), "rows that see no key are 0"
+        kept = {key: id(buffer) for key, buffer in _kernels._workspaces.items()}
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = sdpa_core.scaled_dot_product_attention(q, k, k, is_causal=True)
+        assert {key: id(buffer) for key, buffer in _kernels._workspaces.items()} == kept
+        for _ in range(2):  # a replay must find its counter zeroed again
+            q.copy_(randn(1, 12, 1999, 128, device="cuda", dtype=torch.bfloat16))
+            graph.replay()
+            torch.cuda.synchronize()
+            assert_close(captured, attention_fp64(q, k, k, causal="upper_left"), torch.bfloat16)

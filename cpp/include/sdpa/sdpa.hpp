@@ -39,10 +39,14 @@ Status forward(const AttentionProblem& problem, const BiasDesc& bias);
 
 // Device memory the kernel forward() would run needs beside the problem's tensors, in bytes (0 when none
 // would run). libsdpa never allocates: a caller that gets a nonzero size passes a buffer of at least
-// that many bytes to the overload below, which refuses a smaller one. Only the split-KV decode kernels
-// (seqlen_q <= 16) need one: their partial results per split. The overload without a workspace never
-// picks them (it runs the prefill kernels, which are slower for decoding); select_forward() names the
-// kernel the workspace overload runs. The size depends on the current device's SM count.
+// that many bytes to the overload below, which refuses a smaller one. Two families take one:
+//  - the split-KV decode kernels (seqlen_q <= 16): their partial results per split. The overload without
+//    a workspace never picks them (it runs the prefill kernels, which are slower for decoding);
+//    select_forward() names the kernel the workspace overload runs. The size depends on the SM count.
+//  - the Hopper prefill kernels (fwd_sm90, 16 bytes): the tile counter of their persistent schedule, one
+//    block per SM, which they zero on problem.stream before each launch that uses it. Optional: the
+//    overload without a workspace runs them with one block per tile.
+// One workspace may serve consecutive calls on one stream; calls that may overlap need one each.
 std::size_t forward_workspace_size(const AttentionProblem& problem, const BiasDesc& bias);
 Status forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace, std::size_t workspace_bytes);
 // The same, with one kernel selection instead of two for a caller that keeps a workspace between calls:

@@ -27,8 +27,13 @@ struct FwdBlock {
   // and offsets from the problem's SeqLayout; otherwise the dense layout, known at compile time.
   template <bool kVarlen, class Bias, int kBlockM, int kBlockN, class Params>
   static __device__ __forceinline__ FwdBlock of(Params const& p) {
+    return at<kVarlen, Bias, kBlockM, kBlockN>(p, FwdSchedulerFor<Bias, kVarlen>::tile());
+  }
+  // The same for a given tile (a persistent kernel's).
+  template <bool kVarlen, class Bias, int kBlockM, int kBlockN, class Params>
+  static __device__ __forceinline__ FwdBlock at(Params const& p, FwdTile const& tile) {
     FwdBlock b;
-    b.tile = FwdSchedulerFor<Bias, kVarlen>::tile();
+    b.tile = tile;
     b.seq = kVarlen ? SeqInfo::of(p.seq, b.tile.batch, p.seqlen_q, p.seqlen_kv)
                     : SeqInfo::dense(p.seqlen_q, p.seqlen_kv);
     b.has_rows = !kVarlen || b.tile.m_block * kBlockM < b.seq.seqlen_q;
@@ -61,18 +66,20 @@ struct FwdBlock {
 
   // A block whose rows see no key at all (e.g. lower-right causal with Sq > Skv) writes O = 0 and LSE =
   // -inf, 16 bytes per thread per step (rare, so no tiled copy).
+  // `thread` of `threads` (by default the whole block).
   template <class Element, int kBlockM, int kHeadDim, class Params>
-  __device__ __forceinline__ void store_empty(Params const& p) const {
+  __device__ __forceinline__ void store_empty(Params const& p, int thread = threadIdx.x,
+                                              int threads = blockDim.x) const {
     constexpr int kVec = 16 / int(sizeof(Element));
     const int rows = min(kBlockM, seq.seqlen_q - tile.m_block * kBlockM);
     Element* o = static_cast<Element*>(const_cast<void*>(p.o.data)) +
                  seq.q_offset(p.o, tile.batch, tile.head_q, tile.m_block * kBlockM);
-    for (int i = threadIdx.x; i < rows * (kHeadDim / kVec); i += blockDim.x) {
+    for (int i = thread; i < rows * (kHeadDim / kVec); i += threads) {
       const int row = i / (kHeadDim / kVec), col = (i % (kHeadDim / kVec)) * kVec;
       *reinterpret_cast<uint4*>(o + int64_t(row) * p.o.stride_seq + col) = make_uint4(0u, 0u, 0u, 0u);
     }
     if (p.lse == nullptr) return;
-    for (int row = threadIdx.x; row < rows; row += blockDim.x) p.lse[lse_index<kBlockM>(p, row)] = -CUDART_INF_F;
+    for (int row = thread; row < rows; row += threads) p.lse[lse_index<kBlockM>(p, row)] = -CUDART_INF_F;
   }
 
   // Each row's LSE, from the threads whose scores hold it: a row lives in the four lanes of a quad (the

@@ -5,8 +5,11 @@
 //     static constexpr const char* kName = "launch_fwd_sm80";
 //     template <class Traits, class Bias, BiasForm kForm, bool kVarlen> static auto kernel();
 //     template <class Traits, class Bias, BiasForm kForm> static constexpr int smem_bytes();  // dynamic
-//     template <class Traits, bool kVarlen, class P>                 // what the kernel takes: the params, or
-//     static auto kernel_params(const AttentionProblem&, const P&);  // more (sm90: TMA descriptors)
+//     template <class Traits, class Bias, bool kVarlen, class P>   // what the kernel takes: the params, or more
+//     static auto kernel_params(const AttentionProblem&, const P&,  // (sm90: TMA descriptors, a schedule whose
+//                               void* workspace);                   // tile counter is the workspace, if any)
+//     template <class Traits, class Bias, bool kVarlen, class KP>     // its grid (single_tile_grid, or
+//     static dim3 grid(const AttentionProblem&, const KP&);          // persistent)
 //   };
 #pragma once
 
@@ -28,6 +31,7 @@ template <class Family, class TraitsFor, class Bias>
 struct FwdLauncher {
   const AttentionProblem& problem;
   const FwdParams<typename Bias::Params>& params;
+  void* workspace;  // the family's workspace_size() bytes, or null (families that need none ignore it)
 
   template <BiasForm kForm, bool kVarlen>
   Status launch() const {
@@ -35,14 +39,21 @@ struct FwdLauncher {
     auto kernel = Family::template kernel<Traits, Bias, kForm, kVarlen>();
     constexpr int kSmem = Family::template smem_bytes<Traits, Bias, kForm>();
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
-    // A variable-length batch sizes the grid from its longest sequence (seqlen_q) and one z per sequence.
-    const auto g = FwdSchedulerFor<Bias, kVarlen>::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q,
-                                                        problem.batch);
-    kernel<<<dim3(g.x, g.y, g.z), Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(
-        Family::template kernel_params<Traits, kVarlen>(problem, params));
+    const auto kernel_params = Family::template kernel_params<Traits, Bias, kVarlen>(problem, params, workspace);
+    const dim3 grid = Family::template grid<Traits, Bias, kVarlen>(problem, kernel_params);
+    kernel<<<grid, Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(kernel_params);
     return launch_status(Family::kName, "kernel");
   }
 };
+
+// One block per tile (FwdSchedulerFor): a variable-length batch sizes the grid from its longest sequence
+// (seqlen_q) and one z per sequence.
+template <class Traits, class Bias, bool kVarlen>
+dim3 single_tile_grid(const AttentionProblem& problem) {
+  const auto g = FwdSchedulerFor<Bias, kVarlen>::grid(problem.seqlen_q, Traits::kBlockM, problem.heads_q,
+                                                      problem.batch);
+  return dim3(g.x, g.y, g.z);
+}
 
 template <class Traits>
 struct OneTraits {
@@ -52,11 +63,11 @@ struct OneTraits {
 
 // The whole run(): assumes the family's can_implement() passed. TraitsFor as in FwdLauncher.
 template <class Family, class TraitsFor, class Bias>
-Status run_forward(const AttentionProblem& problem, const BiasDesc& bias) {
+Status run_forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace = nullptr) {
   const typename Bias::Params bias_params = Bias::make_params(bias);
   const BiasForm form = select_bias_form<Bias>(problem, bias_params);
   const auto params = make_fwd_params<Bias>(problem, bias_params, form);
-  return launch_in_form<Bias>(problem, form, FwdLauncher<Family, TraitsFor, Bias>{problem, params});
+  return launch_in_form<Bias>(problem, form, FwdLauncher<Family, TraitsFor, Bias>{problem, params, workspace});
 }
 
 }  // namespace sdpa

@@ -36,9 +36,13 @@ struct FwdKernels {
   static auto kernel() {
     return flash_fwd_kernel<FwdArch, Traits, Bias, kForm, kVarlen>;
   }
-  template <class Traits, bool kVarlen, class P>
-  static const P& kernel_params(const AttentionProblem&, const P& params) {
+  template <class Traits, class Bias, bool kVarlen, class P>
+  static const P& kernel_params(const AttentionProblem&, const P& params, void*) {
     return params;
+  }
+  template <class Traits, class Bias, bool kVarlen, class P>
+  static dim3 grid(const AttentionProblem& problem, const P&) {
+    return single_tile_grid<Traits, Bias, kVarlen>(problem);
   }
   template <class Traits, class Bias, BiasForm kForm>
   static constexpr int smem_bytes() {  // the tiles, and the staged form's bias tile

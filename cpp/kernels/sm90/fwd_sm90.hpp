@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "sdpa/bias.hpp"
 #include "sdpa/problem.hpp"
@@ -14,9 +15,14 @@ template <class Bias, DType kDType, int kHeadDim>
 struct FwdSm90 {
   // The sm80 family's preconditions (16-byte aligned rows); the registry's arch (90) keeps it off older GPUs.
   static Status can_implement(const AttentionProblem& problem, const BiasDesc& bias);
-  static std::size_t workspace_size(const AttentionProblem& problem, const BiasDesc& bias);  // none
+  // Optional (KernelEntry::workspace_optional): the tile counter of a persistent launch, which has one block
+  // per SM instead of one per tile when it gets one.
+  static constexpr std::size_t kWorkspaceBytes = 16;
+  static std::size_t workspace_size(const AttentionProblem& problem, const BiasDesc& bias);
   static Status run(const AttentionProblem& problem, const BiasDesc& bias, void* workspace,
                     std::size_t workspace_bytes);
+  // The tile, and how blocks take tiles: persistent (with a workspace) or one block per tile.
+  static std::string describe(const AttentionProblem& problem, const BiasDesc& bias);
 };
 
 }  // namespace sdpa

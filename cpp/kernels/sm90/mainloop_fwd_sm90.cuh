@@ -30,6 +30,7 @@
 #include "sm80/gemm_sm80.cuh"  // head_matrix, load_tile, convert_fragment: cp.async and conversions, any arch
 #include "sm80/kv_loads_sm80.cuh"
 #include "sm90/gemm_sm90.cuh"
+#include "sm90/tile_handoff_sm90.cuh"
 #include "sm90/tma_fwd_sm90.cuh"
 #include "softmax.cuh"
 
@@ -55,6 +56,21 @@ struct MainloopFwdSm90 {
     typename Pipeline::SharedStorage v;
     typename BiasPipeline::SharedStorage bias;  // the staged bias tile (staged form only)
     alignas(8) uint64_t q;                      // Q landed
+    alignas(8) uint64_t q_free;                 // the consumers are done with the last tile's Q (persistent)
+    typename TileHandoff<Traits::kNConsumerThreads>::SharedStorage handoff;  // the next tile (persistent)
+  };
+
+  // Where each role is in the pipelines: a persistent block keeps them across its tiles, so stage indices
+  // and phases go on from one tile to the next. `tiles`: the tiles computed so far (the Q barriers' phase).
+  struct ProducerState {
+    PipelineState kv = cutlass::make_producer_start_state<Pipeline>();
+    typename BiasPipeline::PipelineState bias = cutlass::make_producer_start_state<BiasPipeline>();
+    int tiles = 0;
+  };
+  struct ConsumerState {
+    PipelineState k, v;  // consumers start at phase 0
+    typename BiasPipeline::PipelineState bias;
+    int tiles = 0;
   };
 
   // Shared memory: Q, K stages, V stages, the bias tile (staged form only: bias_bytes), barriers.
@@ -74,7 +90,11 @@ struct MainloopFwdSm90 {
   // Thread roles: warpgroup 0 produces, the others consume. Called by every thread before the roles split.
   static __device__ __forceinline__ void init_barriers(Smem const& smem) {
     Barriers& bars = smem.barriers();
-    if (threadIdx.x == 0) cutlass::arch::ClusterBarrier::init(&bars.q, kTma ? 1 : Traits::kNProducerThreads);
+    if (threadIdx.x == 0) {
+      cutlass::arch::ClusterBarrier::init(&bars.q, kTma ? 1 : Traits::kNProducerThreads);
+      cutlass::arch::ClusterBarrier::init(&bars.q_free, Traits::kNConsumerThreads);
+      TileHandoff<Traits::kNConsumerThreads>::init(bars.handoff);
+    }
     // The K and V pipelines are initialized by warp 0 inside their constructors (pipeline(..., true_type)).
     make_pipeline<Pipeline>(bars.k, true);
     make_pipeline<Pipeline>(bars.v, true);
@@ -117,18 +137,20 @@ struct MainloopFwdSm90 {
   // partial), then down.
 
   // ---- producer warpgroup --------------------------------------------------------------------------------
-  template <class Params, class ScoreModT>
+  // One tile; `st` carries the pipelines' positions from the block's tile before (if any) to the next.
+  // kPersistent: the block may compute more tiles (a one-tile block compiles without the Q hand-over).
+  template <bool kPersistent, class Params, class ScoreModT>
   static __device__ __forceinline__ void load(Params const& p, SeqInfo const& seq, BlockCoord const& coord,
                                               int m_block, TileRange const& range, ScoreModT const& score_mod,
-                                              Smem const& smem) {
+                                              Smem const& smem, ProducerState& st) {
     using namespace cute;
     const int tidx = threadIdx.x;  // 0 .. kNProducerThreads - 1
     const int seqlen_q = coord.seqlen_q;
     Barriers& bars = smem.barriers();
     Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
     BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
-    PipelineState state = cutlass::make_producer_start_state<Pipeline>();
-    typename BiasPipeline::PipelineState state_bias = cutlass::make_producer_start_state<BiasPipeline>();
+    PipelineState& state = st.kv;
+    typename BiasPipeline::PipelineState& state_bias = st.bias;
 
     Tensor sQ = make_tensor(make_smem_ptr(smem.q()), typename Traits::SmemLayoutQ{});
     auto stage_kv = [](Element* base) { return make_tensor(make_smem_ptr(base), typename Traits::SmemLayoutKV{}); };
@@ -184,12 +206,19 @@ struct MainloopFwdSm90 {
       }
     }();
 
-    if (issuer) load_q();
+    // Q has one buffer. A block's first tile loads it first; a later tile loads its first K tile (a free stage
+    // the consumers may not reach for a while) and then waits for them to be done with the Q before.
+    const bool later_tile = kPersistent && st.tiles > 0;
+    if (issuer && !later_tile) load_q();
 #pragma unroll 1
     for (int n = range.end - 1; n >= range.begin; --n) {
       if (issuer) {
         pipe_k.producer_acquire(state);
         load_kv(true, n, state, pipe_k);
+      }
+      if (later_tile && n == range.end - 1) {
+        cutlass::arch::ClusterBarrier::wait(&bars.q_free, (st.tiles - 1) & 1);
+        if (issuer) load_q();
       }
       if constexpr (stages_bias<ScoreModT>()) {
         pipe_bias.producer_acquire(state_bias);
@@ -204,22 +233,24 @@ struct MainloopFwdSm90 {
       }
       ++state;
     }
+    if constexpr (kPersistent) ++st.tiles;
   }
 
   // ---- consumer warpgroups -------------------------------------------------------------------------------
   // Walks the key tiles of `range`, folding each into acc_o and the softmax statistics. thread: the index
-  // among the consumer threads.
-  template <class Params, class ScoreModT, class TensorO, class TensorC, class Softmax>
+  // among the consumer threads; `st` and kPersistent as in load().
+  template <bool kPersistent, class Params, class ScoreModT, class TensorO, class TensorC, class Softmax>
   static __device__ __forceinline__ void mma(Params const& p, TileRange const& range, ScoreModT const& score_mod,
                                              TensorO& acc_o, TensorC const& coord_rc, Softmax& softmax,
-                                             Smem const& smem, int thread) {
+                                             Smem const& smem, int thread, ConsumerState& st) {
     using namespace cute;
     constexpr int kNRows = decltype(size<0>(coord_rc))::value;
     Barriers& bars = smem.barriers();
     Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
     BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
-    PipelineState state_k, state_v;  // consumers start at phase 0
-    typename BiasPipeline::PipelineState state_bias;
+    PipelineState& state_k = st.k;
+    PipelineState& state_v = st.v;
+    typename BiasPipeline::PipelineState& state_bias = st.bias;
 
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
@@ -241,7 +272,7 @@ struct MainloopFwdSm90 {
     Tensor tOrP = make_tensor(rP.data(), acc_as_a_operand(rP.layout()));
     float correction[kNRows];
 
-    cutlass::arch::ClusterBarrier::wait(&bars.q, 0);
+    cutlass::arch::ClusterBarrier::wait(&bars.q, kPersistent ? st.tiles & 1 : 0);
     scheduler_init();
 
     // S = Q K^T of tile n issued (not waited for), from the stage state_k points at.
@@ -310,6 +341,11 @@ struct MainloopFwdSm90 {
     issue_pv();
     scheduler_arrive(true);
     release_v();
+    if constexpr (kPersistent) {
+      // Every GEMM of the tile has completed (release_v waited for them): the producer may replace Q.
+      cutlass::arch::ClusterBarrier::arrive(&bars.q_free);
+      ++st.tiles;
+    }
   }
 
  private:

@@ -13,6 +13,8 @@
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/tensor.hpp>
 
+#include "common/tile_scheduler.hpp"
+
 #include "sdpa/problem.hpp"
 #include "sdpa/status.hpp"
 
@@ -97,10 +99,11 @@ template <class Traits, bool kVarlen>
 using TmaFor = std::conditional_t<kVarlen, NoTma, TmaFwd<Traits>>;
 
 // The sm90 kernel's parameters: the forward's, plus the TMA descriptors where the launch uses them (they live
-// in the kernel's parameter space, as TMA wants: __grid_constant__).
+// in the kernel's parameter space, as TMA wants: __grid_constant__) and a persistent launch's schedule.
 template <class Base, class Tma>
 struct FwdParamsSm90 : Base {
   Tma tma;
+  PersistentTileSchedulerFwd::Params sched;
 };
 
 }  // namespace sm90

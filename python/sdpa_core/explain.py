@@ -64,7 +64,7 @@ def explain(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_ma
         notes.append(f"{query.dim()}-D inputs run as 4-D {tuple(q.shape)}")
     plan = _dispatch.plan(q, k, v, bias, scale, dropout_p)
     reasons = list(plan.reasons)
-    if plan.path.startswith("fused:decode_sm80"):  # the one family whose kernels say more than their name
+    if plan.path.startswith(("fused:decode_sm80", "fused:fwd_sm90")):  # the families that say more than a name
         details = _kernels.describe(q, k, v, bias, _dispatch.default_scale(q, scale))
         reasons += [details] if details else []
     return _render(described, notes, plan.path, reasons, plan.backward)

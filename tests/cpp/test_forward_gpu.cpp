@@ -207,6 +207,11 @@ TEST_P(ForwardGpu, MatchesReference) {
   if (c.shape.seqlen_q <= sdpa::kSplitKvMaxSeqlenQ) {
     EXPECT_EQ(run.kernel.rfind("decode_sm80", 0), 0u) << run.kernel;
   }
+  // The Hopper forward says its tile and how blocks take tiles (explain() shows it).
+  if (run.kernel.rfind("fwd_sm90", 0) == 0) {
+    EXPECT_EQ(run.details.rfind("tiles of ", 0), 0u) << run.details;
+    EXPECT_NE(run.details.find("one block per tile"), std::string::npos) << run.details;
+  }
   if (c.trait.causal == CausalVariant::kLowerRight && c.shape.seqlen_q > c.shape.seqlen_kv) {
     // The case is meant to contain empty rows; make sure the reference agrees it does.
     EXPECT_EQ(run.expected_lse[0], -std::numeric_limits<float>::infinity());

@@ -236,6 +236,9 @@ def test_gpu_prefill_with_more_tiles_than_sms_matches_eager_and_in_a_cuda_graph(
         expected = attention_fp64(q, short, short, causal="lower_right")
         assert_close(out, expected, torch.bfloat16)
         assert not out[:, :, :1299].any(), "rows that see no key are 0"
+        text = sdpa_core.explain(q, k, k, is_causal=True)
+        if "fwd_sm90" in text:  # the Hopper forward says how its blocks take tiles
+            assert "note: tiles of 128 query rows" in text and "persistent" in text, text
         kept = {key: id(buffer) for key, buffer in _kernels._workspaces.items()}
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):

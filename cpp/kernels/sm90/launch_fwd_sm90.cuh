@@ -111,10 +111,10 @@ struct FwdDescriber {
       return Status::success();
     } else {
       const auto s = FwdKernels::persistent_schedule<Traits, Bias, kVarlen>(problem, nullptr);
-      text += std::to_string(s.num_tiles) + " tiles; with a workspace and more tiles than the " +
+      text += std::to_string(s.num_tiles) + " tiles; given a workspace and more tiles than the " +
               std::to_string(current_sm_count()) +
-              " SMs persistent (one block per SM takes tiles from a counter, longest first, in sections of " +
-              std::to_string(s.pairs_per_section) + " (query head, batch) pairs), else one block per tile";
+              " SMs, persistent (one block per SM takes tiles from a counter, longest first, in sections of " +
+              std::to_string(s.pairs_per_section) + " (query head, batch) pairs), otherwise one block per tile";
       return Status::success();
     }
   }

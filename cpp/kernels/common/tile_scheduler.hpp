@@ -49,8 +49,8 @@ struct SingleTileSchedulerFwd {
 // blockIdx.x and then takes the next tile of one linear order from an atomic counter (gridDim.x + the
 // counter's old value), so a block that finished early takes more tiles and no block waits for a slot.
 // The order:
-//  - (query head, batch) pairs come in sections of `pairs_per_section`, sized so that a section's keys and
-//    values fill about half the L2: the tiles in flight at once then read their K/V from there;
+//  - (query head, batch) pairs come in sections of `pairs_per_section` (the launcher's cap, at most as many
+//    as fit half the L2), so the tiles in flight at once read the K/V of few pairs, from L2;
 //  - inside a section, query blocks from the last to the first (with a causal mask the last ones see the
 //    most key tiles: longest processing time first), every pair of the section per query block, query head
 //    fastest (neighbouring heads of a GQA group share K/V).

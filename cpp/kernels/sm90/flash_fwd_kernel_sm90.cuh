@@ -106,7 +106,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   constexpr int kBlockN = Traits::kBlockN;
   constexpr bool kPersistent = kPersistentFwdSm90<Bias, kVarlen>;
 
-  // A one-tile block: its tile, and its view of the bias (a persistent block takes both per tile).
+  // A one-tile block: its tile, and its view of the bias (a persistent block takes both per tile and leaves
+  // these default and unused).
   FwdBlock block;
   if constexpr (!kPersistent) {
     if (!FwdBlock::begin<kVarlen, Bias, Traits>(p, block)) return;

@@ -133,9 +133,9 @@ std::string FwdSm90<Bias, kDType, kHeadDim>::describe(const AttentionProblem& pr
 
 template <class Bias, DType kDType, int kHeadDim>
 Status FwdSm90<Bias, kDType, kHeadDim>::run(const AttentionProblem& problem, const BiasDesc& bias, void* workspace,
-                                            std::size_t workspace_bytes) {
+                                            std::size_t /*workspace_bytes: run_kernel checked it*/) {
   return run_forward<sm90::FwdKernels, KernelTraitsSm90For<typename CuteElement<kDType>::type, kHeadDim, Bias>, Bias>(
-      problem, bias, workspace_bytes >= kWorkspaceBytes ? workspace : nullptr);
+      problem, bias, workspace);
 }
 
 }  // namespace sdpa

@@ -397,5 +397,48 @@ TEST(BiasTraitStaging, StageableOnlyWithAlignedContiguousRows) {
   EXPECT_FALSE(stageable(storage, bf16, 0, 0, 512, 2));         // keys not contiguous
   EXPECT_FALSE(stageable(storage + 2, bf16, 0, 0, 512, 1));     // misaligned base
   EXPECT_FALSE(stageable(storage, bf16, 0, 12, 512, 1));        // misaligned head slices
+  EXPECT_FALSE(stageable(storage, bf16, 0, 0, -512, 1));        // rows backwards: TMA strides are positive
+  EXPECT_FALSE(stageable(storage, bf16, int64_t(1) << 39, 0, 512, 1));  // 2^40 bytes between batches
   EXPECT_FALSE(sdpa::Alibi::stageable(sdpa::Alibi::Params{}));
+}
+
+// The staged form folds the scale into the exponent on sm90 (the tile goes into the accumulator divided by
+// it), so it is chosen for positive finite scales only.
+TEST(BiasTraitStaging, StagedFormNeedsAPositiveScale) {
+  alignas(16) static const unsigned char storage[64] = {};
+  BiasDesc desc;
+  desc.kind = BiasKind::kDense;
+  desc.dense = {storage, sdpa::DType::kBFloat16, 0, 0, 512, 1};
+  const auto params = sdpa::DenseBias::make_params(desc);
+  sdpa::AttentionProblem problem;
+  problem.seqlen_q = problem.seqlen_kv = 512;
+  for (float scale : {0.125f, 0.0f, -0.125f, std::numeric_limits<float>::infinity()}) {
+    problem.scale = scale;
+    EXPECT_EQ(sdpa::select_bias_form<sdpa::DenseBias>(problem, params),
+              scale > 0 && std::isfinite(scale) ? sdpa::BiasForm::kStaged : sdpa::BiasForm::kElementwise)
+        << scale;
+  }
+}
+
+// What a TMA descriptor is given: byte extents and strides, broadcast dims at extent 1.
+TEST(BiasTraitStaging, TileSourceCountsBytesAndBroadcastsZeroStrides) {
+  alignas(16) static const unsigned char storage[64] = {};
+  BiasDesc desc;
+  desc.kind = BiasKind::kDense;
+  desc.dense = {storage, sdpa::DType::kBFloat16, 0, 300 * 512, 512, 1};  // (1, H, Sq, Skv) broadcast over batch
+  auto source = sdpa::DenseBias::tile_source(sdpa::DenseBias::make_params(desc), 2, 300, 500, 4, 3);
+  EXPECT_EQ(source.element_bytes, 2);
+  EXPECT_EQ(source.extent[0], 1000);  // Skv = 500 keys of 2 bytes (rows are 512 keys apart)
+  EXPECT_EQ(source.extent[1], 300);
+  EXPECT_EQ(source.extent[2], 4);
+  EXPECT_EQ(source.extent[3], 1);     // broadcast
+  EXPECT_EQ(source.stride_bytes[0], 1024);
+  EXPECT_EQ(source.stride_bytes[1], 300 * 1024);
+  desc.dense = {storage, sdpa::DType::kBool, 0, 0, 0, 1};  // one mask row for every batch, head and query
+  source = sdpa::DenseBias::tile_source(sdpa::DenseBias::make_params(desc), 2, 300, 500, 4, 3);
+  EXPECT_EQ(source.element_bytes, 1);
+  EXPECT_EQ(source.extent[0], 500);
+  EXPECT_EQ(source.extent[1], 1);
+  EXPECT_EQ(source.extent[2], 1);
+  EXPECT_EQ(source.extent[3], 1);
 }

@@ -40,6 +40,7 @@ const std::vector<Shape> kShapes = {
     {3, 2, 1, 17, 1, Layout::kBHSD},       // a single key
     {1, 2, 2, 1, 1000, Layout::kBSHD},     // decoding: one query, many keys
     {1, 2, 2, 300, 512, Layout::kBHSD},    // 16-byte bias/mask rows: dense biases are staged in smem
+    {2, 2, 2, 130, 208, Layout::kBHSD},    // staged bias and mask tiles with a partial last key tile
     {4, 8, 2, 1000, 200, Layout::kBSHD},   // 192+ row-block tiles: a persistent block computes several
     // split-KV decode (Sq <= 16): packed GQA rows, several row blocks, Sq > Skv, many splits
     {2, 8, 2, 1, 1000, Layout::kBSHD},     // groups of 4, one packed row block
@@ -211,6 +212,11 @@ TEST_P(ForwardGpu, MatchesReference) {
   if (run.kernel.rfind("fwd_sm90", 0) == 0) {
     EXPECT_EQ(run.details.rfind("tiles of ", 0), 0u) << run.details;
     EXPECT_NE(run.details.find("one block per tile"), std::string::npos) << run.details;
+    // A dense bias or mask whose rows are whole 16-byte units is staged by TMA (make_bias: contiguous rows).
+    if (c.trait.kind == sdpa::BiasKind::kDense) {
+      const bool staged = c.shape.seqlen_kv % (c.bool_mask ? 16 : 8) == 0;
+      EXPECT_EQ(run.details.find("the bias comes by TMA") != std::string::npos, staged) << run.details;
+    }
   }
   if (c.trait.causal == CausalVariant::kLowerRight && c.shape.seqlen_q > c.shape.seqlen_kv) {
     // The case is meant to contain empty rows; make sure the reference agrees it does.

@@ -8,6 +8,7 @@
 //   kv_tiles / q_tiles          which tiles a span of positions visits, and which need element masking
 //   split_holds / row_part / column_part   a cheaper equivalent of value() that kernels may use (below)
 //   stage_tile / staged_value              a tile of the bias copied to shared memory (dense biases)
+//   tile_source / staged_pair              the same tile as raw bytes, for TMA (sm90)
 // Kernels call only these (through ScoreMod, common/score_mod.cuh), so a new bias is one new additive
 // part or causal variant, not a kernel edit.
 #pragma once
@@ -86,6 +87,22 @@ struct BiasTrait {
   SDPA_HOST_DEVICE float staged_value(const char* smem, int r, int c) const {
     return additive.template staged_value<Element, kCols>(smem, r, c);
   }
+  // Tiles staged as raw bytes by TMA (DenseValues::TileSource and what follows it).
+  static auto tile_source(const Params& params, int element_bytes, int seqlen_q, int seqlen_kv, int heads,
+                          int batch) {
+    return Additive::tile_source(params, element_bytes, seqlen_q, seqlen_kv, heads, batch);
+  }
+#if defined(__CUDACC__)
+  template <class Element>
+  __device__ __forceinline__ int staged_bytes() const {
+    return additive.template staged_bytes<Element>();
+  }
+  __device__ __forceinline__ int staged_row(int r) const { return additive.staged_row(r); }
+  template <class Element, int kBytes>
+  __device__ __forceinline__ float2 staged_pair(uint32_t bits) const {
+    return additive.template staged_pair<Element, kBytes>(bits);
+  }
+#endif
 
   // Tile ranges depend on the positions a tile covers only (PositionSpan: a block, a decode tile, the
   // positions of a packed GQA block); the additive part never removes a whole tile.

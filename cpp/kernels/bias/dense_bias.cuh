@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "sdpa/bias.hpp"
 #include "sdpa/dtype.hpp"
@@ -24,15 +25,41 @@ struct DenseValues {
     int64_t stride_head = 0;
     int64_t stride_q = 0;
     int64_t stride_kv = 1;
-    bool stageable = false;  // rows can be staged with 16-byte copies (see stage_tile)
+    bool stageable = false;  // rows can be staged with 16-byte copies or TMA (see stage_tile, TileSource)
   };
+  // Stageable: contiguous rows, 16-byte aligned, and strides a TMA descriptor can hold (whole 16-byte units,
+  // non-negative, below 2^40 bytes); a zero stride broadcasts (TileSource).
   static Params make_params(const BiasDesc& bias) {
     const DenseDesc& d = bias.dense;
     const int64_t size = static_cast<int64_t>(dtype_size(d.dtype));
-    auto aligned = [&](int64_t stride) { return (stride * size) % 16 == 0; };
+    auto fits = [&](int64_t stride) { return stride >= 0 && (stride * size) % 16 == 0 && stride * size < (int64_t(1) << 40); };
     const bool stageable = d.stride_kv == 1 && reinterpret_cast<std::uintptr_t>(d.data) % 16 == 0 &&
-                           aligned(d.stride_batch) && aligned(d.stride_head) && aligned(d.stride_q);
+                           fits(d.stride_batch) && fits(d.stride_head) && fits(d.stride_q);
     return {d.data, d.is_mask(), d.stride_batch, d.stride_head, d.stride_q, d.stride_kv, stageable};
+  }
+
+  // The bias as a 4-d byte array for a TMA descriptor (kernels stage its tiles as raw bytes, whatever the
+  // element type): dims (key byte, query row, head, batch), innermost first, with strides in bytes for dims
+  // 1..3. A broadcast dim (stride 0) becomes extent 1, which kernels read at index 0: TMA wants positive
+  // strides. Rows broadcast the same way, so a staged tile of a row-broadcast bias holds its one row at row 0
+  // (staged_row).
+  struct TileSource {
+    const void* data;
+    int element_bytes;  // 1 for a mask
+    int64_t extent[4];
+    int64_t stride_bytes[3];  // of dims 1, 2, 3
+  };
+  static TileSource tile_source(const Params& params, int element_bytes, int seqlen_q, int seqlen_kv, int heads,
+                                int batch) {
+    const int64_t size = params.is_mask ? 1 : element_bytes;
+    auto dim = [](int extent, int64_t stride) { return stride == 0 || extent < 1 ? int64_t(1) : int64_t(extent); };
+    // An extent-1 dim's stride is never multiplied by a nonzero index; 16 is a stride TMA accepts.
+    auto stride = [size](int64_t s) { return s == 0 ? int64_t(16) : s * size; };
+    return {params.data,
+            static_cast<int>(size),
+            {dim(seqlen_kv, 1) * size, dim(seqlen_q, params.stride_q), dim(heads, params.stride_head),
+             dim(batch, params.stride_batch)},
+            {stride(params.stride_q), stride(params.stride_head), stride(params.stride_batch)}};
   }
 
   const char* base = nullptr;  // the whole tensor, as bytes so one pointer serves both types
@@ -93,6 +120,26 @@ struct DenseValues {
     const char* row = smem + r * staged_pitch<Element, kCols>();
     if (is_mask) return row[c] ? 0.0f : -__builtin_huge_valf();
     return static_cast<float>(reinterpret_cast<const Element*>(row)[c]);
+  }
+
+  // Tiles staged as raw bytes (TileSource): the bytes per element, the row of the staged tile that holds
+  // query row r of the tile (row 0 for every row of a row-broadcast bias), and the values of two adjacent
+  // elements from their bits (kBytes: staged_bytes(), so that kernels branch on the mask once per tile).
+  template <class Element>
+  __device__ __forceinline__ int staged_bytes() const {
+    return is_mask ? 1 : static_cast<int>(sizeof(Element));
+  }
+  __device__ __forceinline__ int staged_row(int r) const { return stride_q == 0 ? 0 : r; }
+  template <class Element, int kBytes>
+  __device__ __forceinline__ float2 staged_pair(uint32_t bits) const {
+    if constexpr (kBytes == 1) {
+      return {(bits & 0xffu) ? 0.0f : -__builtin_huge_valf(), (bits & 0xff00u) ? 0.0f : -__builtin_huge_valf()};
+    } else {
+      static_assert(kBytes == sizeof(Element), "a staged value is one Element");
+      Element v[2];
+      memcpy(v, &bits, sizeof(bits));
+      return {static_cast<float>(v[0]), static_cast<float>(v[1])};
+    }
   }
 
   template <int kSize, int kRows, int kCols, int kThreads, int kPitch>

@@ -3,11 +3,14 @@
 // template it launches and under what name it reports errors:
 //   struct Family {
 //     static constexpr const char* kName = "launch_fwd_sm80";
+//     static constexpr bool kStagedInAccumulator = false;  // a staged bias tile goes into the accumulator
+//                                                          // before Q K^T (make_fwd_params then folds the scale)
 //     template <class Traits, class Bias, BiasForm kForm, bool kVarlen> static auto kernel();
 //     template <class Traits, class Bias, BiasForm kForm> static constexpr int smem_bytes();  // dynamic
 //     template <class Traits, class Bias, bool kVarlen, class P>   // what the kernel takes: the params, or more
 //     static auto kernel_params(const AttentionProblem&, const P&,  // (sm90: TMA descriptors, a schedule whose
-//                               void* workspace);                   // tile counter is the workspace, if any)
+//                               void* workspace, Status& status);   // tile counter is the workspace, if any);
+//                                                                   // status: not ok if they cannot be built
 //     template <class Traits, class Bias, bool kVarlen, class KP>     // its grid (single_tile_grid, or
 //     static dim3 grid(const AttentionProblem&, const KP&);          // persistent)
 //   };
@@ -39,7 +42,9 @@ struct FwdLauncher {
     auto kernel = Family::template kernel<Traits, Bias, kForm, kVarlen>();
     constexpr int kSmem = Family::template smem_bytes<Traits, Bias, kForm>();
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
-    const auto kernel_params = Family::template kernel_params<Traits, Bias, kVarlen>(problem, params, workspace);
+    Status status = Status::success();
+    const auto kernel_params = Family::template kernel_params<Traits, Bias, kVarlen>(problem, params, workspace, status);
+    if (!status.ok()) return status;
     const dim3 grid = Family::template grid<Traits, Bias, kVarlen>(problem, kernel_params);
     kernel<<<grid, Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(kernel_params);
     return launch_status(Family::kName, "kernel");
@@ -66,7 +71,7 @@ template <class Family, class TraitsFor, class Bias>
 Status run_forward(const AttentionProblem& problem, const BiasDesc& bias, void* workspace = nullptr) {
   const typename Bias::Params bias_params = Bias::make_params(bias);
   const BiasForm form = select_bias_form<Bias>(problem, bias_params);
-  const auto params = make_fwd_params<Bias>(problem, bias_params, form);
+  const auto params = make_fwd_params<Bias>(problem, bias_params, form, Family::kStagedInAccumulator);
   return launch_in_form<Bias>(problem, form, FwdLauncher<Family, TraitsFor, Bias>{problem, params, workspace});
 }
 

@@ -45,7 +45,8 @@ BiasForm select_bias_form(const AttentionProblem& problem, const typename Bias::
     }
   }
   if constexpr (Bias::kStagesTile) {
-    if (Bias::stageable(bias_params)) return BiasForm::kStaged;
+    // The sm90 kernel folds the scale into the exponent in the staged form too (make_fwd_params).
+    if (Bias::stageable(bias_params) && problem.scale > 0.0f && std::isfinite(problem.scale)) return BiasForm::kStaged;
   }
   return BiasForm::kElementwise;
 }
@@ -64,9 +65,12 @@ struct FwdParams {
   BiasParams bias;
 };
 
+// staged_in_accumulator: the kernel adds a staged bias tile to the accumulator before Q K^T (sm90) rather than
+// to the scaled scores (sm80), so that form may fold the scale as the split form does.
 template <class Bias>
 FwdParams<typename Bias::Params> make_fwd_params(const AttentionProblem& problem,
-                                                 const typename Bias::Params& bias_params, BiasForm form) {
+                                                 const typename Bias::Params& bias_params, BiasForm form,
+                                                 bool staged_in_accumulator = false) {
   constexpr float kLog2e = 1.4426950408889634f;
   FwdParams<typename Bias::Params> p;
   p.q = problem.q;
@@ -81,9 +85,10 @@ FwdParams<typename Bias::Params> make_fwd_params(const AttentionProblem& problem
   p.scale = problem.scale;
   p.inv_scale = 1.0f / problem.scale;
   // Folding the scale into the exponent (one FMA per score) is only valid for a positive finite scale,
-  // and only without an additive bias, which must be added to the scaled score, or in the split form.
-  const bool fold =
-      (!Bias::kHasValue || form == BiasForm::kSplit) && problem.scale > 0.0f && std::isfinite(problem.scale);
+  // and only without an additive bias, which must be added to the scaled score, or where the bias went into
+  // the accumulator divided by the scale (the split form; the staged form of some kernels).
+  const bool in_accumulator = form == BiasForm::kSplit || (form == BiasForm::kStaged && staged_in_accumulator);
+  const bool fold = (!Bias::kHasValue || in_accumulator) && problem.scale > 0.0f && std::isfinite(problem.scale);
   p.prescale = !fold;
   p.softmax_c = fold ? problem.scale * kLog2e : kLog2e;
   p.seq = SeqLayout::of(problem);

@@ -6,6 +6,7 @@
 //   init(acc_s, ...)            the accumulator's value before Q K^T (0; the column parts in the split form)
 //   stage<...>(smem, ...)       issue the async copy of the bias tile with K (staged form, unmasked tiles)
 //   apply<kMasked, ...>(s, ...) turn raw scores S into the softmax input x
+//   init_from_tile / apply_mask the staged form of a kernel that stages tiles itself (sm90's TMA)
 // and once per block, after the softmax:
 //   adjust_lse(lse, ...)        add what the form left out of the scores (the split form's row parts).
 // The backward pass recomputes P with the same hooks, so forward and backward cannot drift apart.
@@ -83,6 +84,28 @@ struct ScoreMod {
     }
   }
 
+  // Staged form, for a kernel that stages every key tile as raw bytes itself (sm90, by TMA; Tile says where a
+  // byte of a staged row lies): as in the split form, the accumulator starts at the tile's values / scale, so
+  // that Q K^T lands on them and x = acc * scale comes out of the exponent's FMA (the family folds the scale:
+  // FwdParams::prescale is false, and select_bias_form() staged only for scale > 0). Nothing is added after the
+  // GEMM, and the registers that will hold S are free while the values are read. Masked tiles then take
+  // apply_mask(). Branches on a mask's one-byte elements once per tile.
+  template <class Element, class Tile, class TensorAcc, class TensorC, class Params>
+  __device__ __forceinline__ void init_from_tile(TensorAcc& acc_s, TensorC const& coord, Params const& p,
+                                                 uint32_t stage) const {
+    if (bias.template staged_bytes<Element>() == 1) {
+      init_pairs<Element, 1, Tile>(acc_s, coord, p, stage);
+    } else {
+      init_pairs<Element, int(sizeof(Element)), Tile>(acc_s, coord, p, stage);
+    }
+  }
+  // The element mask alone (causal, keys past seqlen_kv), for masked tiles of the split form and of
+  // init_from_tile.
+  template <class TensorS, class TensorC, class Params>
+  __device__ __forceinline__ void apply_mask(TensorS& s, TensorC const& coord, Params const& p, int col0) const {
+    mask_only(s, coord, p, col0);
+  }
+
   // The row parts init() left out (-inf stays -inf).
   template <int kNRows, class TensorC>
   __device__ __forceinline__ void adjust_lse(float (&lse)[kNRows], TensorC const& coord) const {
@@ -145,6 +168,29 @@ struct ScoreMod {
 #pragma unroll
       for (int k = 0; k < size<1>(s); ++k) {
         s(r, k) = fmaf(s(r, k), p.scale, bias.template staged_value<Element, kCols>(staged, row, get<1>(coord(r, k))));
+      }
+    }
+  }
+
+  // init_from_tile's loop. An MMA accumulator fragment (mma.sync and wgmma alike) holds each row's columns in
+  // adjacent pairs (k even: columns c and c + 1), so one load brings both values; a thread's columns are its
+  // first one plus compile-time offsets (Tile::row, Tile::load_pair).
+  template <class Element, int kBytes, class Tile, class TensorAcc, class TensorC, class Params>
+  __device__ __forceinline__ void init_pairs(TensorAcc& acc_s, TensorC const& coord, Params const& p,
+                                             uint32_t stage) const {
+    using namespace cute;
+    Tensor s = acc_rowcol(acc_s);
+    static_assert(decltype(size<1>(s))::value % 2 == 0, "columns come in pairs");
+    const int first_col = get<1>(coord(0, 0));
+#pragma unroll
+    for (int r = 0; r < size<0>(s); ++r) {
+      const auto row = Tile::row(stage, bias.staged_row(get<0>(coord(r, 0))), first_col * kBytes);
+#pragma unroll
+      for (int k = 0; k < size<1>(s); k += 2) {
+        const int offset = (get<1>(coord(r, k)) - first_col) * kBytes;
+        const float2 v = bias.template staged_pair<Element, kBytes>(Tile::template load_pair<kBytes>(row, offset));
+        s(r, k) = v.x * p.inv_scale;
+        s(r, k + 1) = v.y * p.inv_scale;
       }
     }
   }

@@ -32,12 +32,13 @@ struct FwdArch {
 // The kernel this family launches (common/launch_fwd.cuh).
 struct FwdKernels {
   static constexpr const char* kName = "launch_fwd_sm80";
+  static constexpr bool kStagedInAccumulator = false;  // ScoreMod::apply adds the staged values after Q K^T
   template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
   static auto kernel() {
     return flash_fwd_kernel<FwdArch, Traits, Bias, kForm, kVarlen>;
   }
   template <class Traits, class Bias, bool kVarlen, class P>
-  static const P& kernel_params(const AttentionProblem&, const P& params, void*) {
+  static const P& kernel_params(const AttentionProblem&, const P& params, void*, Status&) {
     return params;
   }
   template <class Traits, class Bias, bool kVarlen, class P>

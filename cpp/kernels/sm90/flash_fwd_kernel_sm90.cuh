@@ -95,15 +95,15 @@ __device__ __forceinline__ void consume_persistent(Params const& p, Smem const& 
 }
 
 // kForm: how this launch evaluates the bias (BiasForm); kVarlen: a variable-length batch, as in the generic
-// kernel; p carries the TMA descriptors of a dense launch and the schedule of a persistent one. Dynamic
-// shared memory: MainloopFwdSm90::smem_bytes(bias bytes of one tile).
+// kernel; p carries the TMA descriptors of a dense launch (the bias tile's too, in the staged form) and the
+// schedule of a persistent one. Dynamic shared memory: MainloopFwdSm90::smem_bytes<kForm>().
 template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90<FwdParams<typename Bias::Params>,
-                                                                TmaFor<Traits, kVarlen>> p) {
+                                                                TmaFor<Traits, kVarlen>,
+                                                                BiasTmaFor<Traits, Bias, kVarlen>> p) {
   using Mainloop = MainloopFwdSm90<Traits, kVarlen>;
   constexpr int kBlockM = Traits::kBlockM;
-  constexpr int kBlockN = Traits::kBlockN;
   constexpr bool kPersistent = kPersistentFwdSm90<Bias, kVarlen>;
 
   // A one-tile block: its tile, and its view of the bias (a persistent block takes both per tile and leaves
@@ -115,8 +115,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1)
   const auto score_mod = block.score_mod<Bias, kForm, kBlockM>(p.bias);
 
   extern __shared__ __align__(1024) char smem_buf[];
-  const typename Mainloop::Smem smem{
-      smem_buf, ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, kBlockM, kBlockN>()};
+  const typename Mainloop::Smem smem{smem_buf, Mainloop::template bias_bytes<kForm>()};
   Mainloop::init_barriers(smem);
 
   if (threadIdx.x < Traits::kNProducerThreads) {

@@ -22,20 +22,30 @@ namespace sm90 {
 // The kernel this family launches (common/launch_fwd.cuh): warp-specialized, its own shared-memory plan.
 struct FwdKernels {
   static constexpr const char* kName = "launch_fwd_sm90";
+  static constexpr bool kStagedInAccumulator = true;  // ScoreMod::init_from_tile
   template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
   static auto kernel() {
     return flash_fwd_kernel_sm90<Traits, Bias, kForm, kVarlen>;
   }
-  // A dense problem's Q/K/V come by TMA (descriptors built here, on the host); a variable-length batch keeps
-  // cp.async. A persistent launch with more tiles than SMs takes its tile counter from the workspace and
-  // zeroes it on the problem's stream; without a workspace it has one block per tile (and no counter).
+  // A dense problem's Q/K/V come by TMA (descriptors built here, on the host), and so does a stageable bias's
+  // tile; a variable-length batch keeps cp.async. A persistent launch with more tiles than SMs takes its tile
+  // counter from the workspace and zeroes it on the problem's stream; without a workspace it has one block per
+  // tile (and no counter).
   template <class Traits, class Bias, bool kVarlen, class P>
-  static auto kernel_params(const AttentionProblem& problem, const P& params, void* workspace) {
+  static auto kernel_params(const AttentionProblem& problem, const P& params, void* workspace, Status& status) {
+    using KP = FwdParamsSm90<P, TmaFor<Traits, kVarlen>, BiasTmaFor<Traits, Bias, kVarlen>>;
     if constexpr (kVarlen) {
-      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, {}, {}};
+      return KP{params, {}, {}, {}};
     } else {
-      return FwdParamsSm90<P, TmaFor<Traits, kVarlen>>{params, TmaFwd<Traits>::make(problem),
-                                                       persistent_schedule<Traits, Bias, kVarlen>(problem, workspace)};
+      KP kp{params, TmaFwd<Traits>::make(problem), {}, persistent_schedule<Traits, Bias, kVarlen>(problem, workspace)};
+      if constexpr (Bias::kStagesTile) {
+        if (Bias::stageable(params.bias)) {
+          const auto source = Bias::tile_source(params.bias, int(sizeof(typename Traits::Element)), problem.seqlen_q,
+                                                problem.seqlen_kv, problem.heads_q, problem.batch);
+          status = BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::make(source, kp.bias_tile);
+        }
+      }
+      return kp;
     }
   }
   // A persistent launch has one block per SM when it has a tile counter, else one per tile.
@@ -69,8 +79,7 @@ struct FwdKernels {
   }
   template <class Traits, class Bias, BiasForm kForm>
   static constexpr int smem_bytes() {
-    constexpr int kBytes = MainloopFwdSm90<Traits, false>::smem_bytes(
-        ScoreMod<Bias, kForm>::template smem_bytes<typename Traits::Element, Traits::kBlockM, Traits::kBlockN>());
+    constexpr int kBytes = MainloopFwdSm90<Traits, false>::template smem_bytes<kForm>();
     static_assert(kBytes <= 227 * 1024, "more shared memory than an sm90 block may have");
     return kBytes;
   }
@@ -108,6 +117,10 @@ struct FwdDescriber {
            " keys on " + std::to_string(Traits::kNWarpgroups) + " consumer warpgroups; ";
     if constexpr (!kPersistentFwdSm90<Bias, kVarlen>) {
       text += "one block per tile";
+      if constexpr (kForm == BiasForm::kStaged) {
+        text += "; the bias comes by TMA in tiles of " + std::to_string(Traits::kBlockM) + " rows, " +
+                std::to_string(BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::kStages) + " stages deep";
+      }
       return Status::success();
     } else {
       const auto s = FwdKernels::persistent_schedule<Traits, Bias, kVarlen>(problem, nullptr);

@@ -1,10 +1,8 @@
 // The sm90 forward mainloop, warp-specialized. The producer warpgroup copies Q once and then K and V tile by
-// tile (cp.async) into kStages-deep shared-memory pipelines whose mbarriers say when a stage has landed and
-// when the consumers are done with it. The staged form's bias tile has a pipeline of its own, one stage
-// deep: two would not fit beside the K/V stages at hd128 (the consumers free it right after applying it,
-// long before they need the next one). The consumer
-// warpgroups run both GEMMs on wgmma: S = Q K^T from shared memory, O += P V with P in the registers that
-// held S.
+// tile into kStages-deep shared-memory pipelines whose mbarriers say when a stage has landed and when the
+// consumers are done with it. The staged form's bias tile has a two-stage pipeline of its own, fed by TMA
+// (sm90/bias_tile_sm90.cuh). The consumer warpgroups run both GEMMs on wgmma: S = Q K^T from shared memory,
+// O += P V with P in the registers that held S.
 //
 // Two overlaps keep the tensor cores busy while a warpgroup does softmax:
 //  - inside a warpgroup, P V of tile n + 1 (the tile before, in walk order) is issued together with Q K^T
@@ -13,7 +11,7 @@
 //    its GEMMs while another is in its softmax (ping-pong), so their GEMMs do not contend.
 // Q, K and V of a dense problem come by TMA (one thread issues each tile; sm90/tma_fwd_sm90.cuh); a
 // variable-length batch's packed or paged rows come by the sm80 kernel's cp.async loaders, from all 128
-// producer threads. The staged bias tile always comes by cp.async.
+// producer threads. Dense biases have no variable-length form, so a staged bias tile always comes by TMA.
 #pragma once
 
 #include <type_traits>
@@ -29,6 +27,7 @@
 #include "common/tile_range.hpp"
 #include "sm80/gemm_sm80.cuh"  // head_matrix, load_tile, convert_fragment: cp.async and conversions, any arch
 #include "sm80/kv_loads_sm80.cuh"
+#include "sm90/bias_tile_sm90.cuh"
 #include "sm90/gemm_sm90.cuh"
 #include "sm90/tile_handoff_sm90.cuh"
 #include "sm90/tma_fwd_sm90.cuh"
@@ -48,7 +47,8 @@ struct MainloopFwdSm90 {
   using Tma = TmaFwd<Traits>;
   using Pipeline = std::conditional_t<kTma, cutlass::PipelineTmaAsync<kStages>, cutlass::PipelineAsync<kStages>>;
   using PipelineState = typename Pipeline::PipelineState;
-  using BiasPipeline = cutlass::PipelineAsync<1>;
+  using BiasTile = BiasTileSm90<kBlockM, kBlockN>;
+  using BiasPipeline = cutlass::PipelineTmaAsync<BiasTile::kStages>;
 
   // The mbarriers, after the tiles in shared memory (the tiles keep their 1024-byte swizzle alignment).
   struct Barriers {
@@ -73,18 +73,23 @@ struct MainloopFwdSm90 {
     int tiles = 0;
   };
 
-  // Shared memory: Q, K stages, V stages, the bias tile (staged form only: bias_bytes), barriers.
+  // Shared memory: Q, K stages, V stages, the bias tile's stages (staged form only: bias_bytes), barriers.
   struct Smem {
     char* base;
     int bias_bytes;
     __device__ Element* q() const { return reinterpret_cast<Element*>(base); }
     __device__ Element* k(int stage) const { return q() + Traits::kSmemQElems + stage * Traits::kSmemKVElems; }
     __device__ Element* v(int stage) const { return k(kStages) + stage * Traits::kSmemKVElems; }
-    __device__ char* bias() const { return reinterpret_cast<char*>(v(kStages)); }
-    __device__ Barriers& barriers() const { return *reinterpret_cast<Barriers*>(bias() + bias_bytes); }
+    __device__ char* bias(int stage) const { return reinterpret_cast<char*>(v(kStages)) + stage * BiasTile::kStageBytes; }
+    __device__ Barriers& barriers() const { return *reinterpret_cast<Barriers*>(bias(0) + bias_bytes); }
   };
-  static constexpr int smem_bytes(int bias_bytes) {
-    return Traits::kSmemBytes + bias_bytes + int(sizeof(Barriers));
+  template <BiasForm kForm>
+  static constexpr int bias_bytes() {
+    return kForm == BiasForm::kStaged ? BiasTile::kSmemBytes : 0;
+  }
+  template <BiasForm kForm>
+  static constexpr int smem_bytes() {
+    return Traits::kSmemBytes + bias_bytes<kForm>() + int(sizeof(Barriers));
   }
 
   // Thread roles: warpgroup 0 produces, the others consume. Called by every thread before the roles split.
@@ -102,14 +107,16 @@ struct MainloopFwdSm90 {
     __syncthreads();
   }
 
+  // transaction_bytes: what one stage's TMA copies bring (a bias tile's depend on its element type).
   template <class P>
-  static __device__ __forceinline__ P make_pipeline(typename P::SharedStorage& storage, bool init) {
+  static __device__ __forceinline__ P make_pipeline(typename P::SharedStorage& storage, bool init,
+                                                    uint32_t transaction_bytes = Tma::kBytesKV) {
     typename P::Params params;
     params.role = threadIdx.x < Traits::kNProducerThreads ? P::ThreadCategory::Producer
                                                           : P::ThreadCategory::Consumer;
-    if constexpr (std::is_same_v<P, cutlass::PipelineTmaAsync<kStages>>) {
+    if constexpr (std::is_same_v<P, cutlass::PipelineTmaAsync<P::Stages>>) {
       // Thread 0 issues the copies and arms each stage with the bytes its copy brings.
-      params.transaction_bytes = Tma::kBytesKV;
+      params.transaction_bytes = transaction_bytes;
       params.is_leader = threadIdx.x == 0;
       params.num_consumers = Traits::kNConsumerThreads;
       const auto cluster = cute::Shape<cute::_1, cute::_1, cute::_1>{};
@@ -124,7 +131,15 @@ struct MainloopFwdSm90 {
   }
   template <class ScoreModT>
   static constexpr bool stages_bias() {
-    return ScoreModT::template smem_bytes<Element, kBlockM, kBlockN>() > 0;
+    return ScoreModT::kStaged;
+  }
+  template <class Params>
+  static __device__ __forceinline__ BiasPipeline bias_pipeline(Params const& p, Barriers& bars) {
+    if constexpr (std::is_same_v<decltype(p.bias_tile), NoTma>) {
+      return make_pipeline<BiasPipeline>(bars.bias, false, 0);
+    } else {
+      return make_pipeline<BiasPipeline>(bars.bias, false, p.bias_tile.tile_bytes());
+    }
   }
 
   // Without TMA a stage is committed by each producer thread's cp.async.mbarrier.arrive.noinc: one arrival
@@ -148,7 +163,7 @@ struct MainloopFwdSm90 {
     const int seqlen_q = coord.seqlen_q;
     Barriers& bars = smem.barriers();
     Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
-    BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
+    BiasPipeline pipe_bias = bias_pipeline(p, bars);
     PipelineState& state = st.kv;
     typename BiasPipeline::PipelineState& state_bias = st.bias;
 
@@ -221,10 +236,12 @@ struct MainloopFwdSm90 {
         if (issuer) load_q();
       }
       if constexpr (stages_bias<ScoreModT>()) {
-        pipe_bias.producer_acquire(state_bias);
-        score_mod.template stage<Element, kBlockM, kBlockN, Traits::kNProducerThreads>(smem.bias(), range, n,
-                                                                                       seqlen_q, tidx);
-        cutlass::arch::cpasync_barrier_arrive_noinc(pipe_bias.producer_get_barrier(state_bias));
+        // Every key tile's bias tile, masked ones included (apply_tile reads them all).
+        if (issuer) {
+          pipe_bias.producer_acquire(state_bias);
+          BiasTile::load(p.bias_tile, pipe_bias.producer_get_barrier(state_bias), smem.bias(state_bias.index()),
+                         m_block * kBlockM, n * kBlockN, coord.head_q_first, coord.batch);
+        }
         ++state_bias;
       }
       if (issuer) {
@@ -247,7 +264,7 @@ struct MainloopFwdSm90 {
     constexpr int kNRows = decltype(size<0>(coord_rc))::value;
     Barriers& bars = smem.barriers();
     Pipeline pipe_k = make_pipeline<Pipeline>(bars.k, false), pipe_v = make_pipeline<Pipeline>(bars.v, false);
-    BiasPipeline pipe_bias = make_pipeline<BiasPipeline>(bars.bias, false);
+    BiasPipeline pipe_bias = bias_pipeline(p, bars);
     PipelineState& state_k = st.k;
     PipelineState& state_v = st.v;
     typename BiasPipeline::PipelineState& state_bias = st.bias;
@@ -275,13 +292,25 @@ struct MainloopFwdSm90 {
     cutlass::arch::ClusterBarrier::wait(&bars.q, kPersistent ? st.tiles & 1 : 0);
     scheduler_init();
 
+    // The staged form starts the accumulator at the bias tile's values (ScoreMod::init_from_tile), before the
+    // warpgroup takes its turn at the tensor cores: the stage is then free again before Q K^T is even issued.
+    auto init_from_bias = [&]() SDPA_INLINE_LAMBDA {
+      if constexpr (stages_bias<ScoreModT>()) {
+        pipe_bias.consumer_wait(state_bias);
+        score_mod.template init_from_tile<Element, BiasTile>(
+            acc_s, coord_rc, p, static_cast<uint32_t>(__cvta_generic_to_shared(smem.bias(state_bias.index()))));
+        pipe_bias.consumer_release(state_bias);
+        ++state_bias;
+      }
+    };
     // S = Q K^T of tile n issued (not waited for), from the stage state_k points at.
     auto issue_qk = [&](int n) SDPA_INLINE_LAMBDA {
-      // The split form starts the accumulator at its column parts; the others let wgmma zero it.
+      // The split form starts the accumulator at its column parts, the staged form at its values
+      // (init_from_bias); the others let wgmma zero it.
       if constexpr (ScoreModT::kSplit) score_mod.init(acc_s, coord_rc, p, n * kBlockN);
+      constexpr bool kZeroInit = !ScoreModT::kSplit && !stages_bias<ScoreModT>();
       pipe_k.consumer_wait(state_k);
-      gemm</*kZeroInit=*/!ScoreModT::kSplit, /*kRegisterA=*/false, /*kWait=*/false>(mma_qk, tSrQ,
-                                                                                   k_of(state_k.index()), acc_s);
+      gemm<kZeroInit, /*kRegisterA=*/false, /*kWait=*/false>(mma_qk, tSrQ, k_of(state_k.index()), acc_s);
     };
     // O += P V of the tile before, issued (not waited for).
     auto issue_pv = [&]() SDPA_INLINE_LAMBDA {
@@ -296,11 +325,10 @@ struct MainloopFwdSm90 {
       warpgroup_fence_operand(acc_s);
       pipe_k.consumer_release(state_k);
       ++state_k;
-      if constexpr (stages_bias<ScoreModT>()) pipe_bias.consumer_wait(state_bias);
-      score_mod.template apply<decltype(masked)::value, Element, kBlockN>(s, coord_rc, p, n * kBlockN, smem.bias());
       if constexpr (stages_bias<ScoreModT>()) {
-        pipe_bias.consumer_release(state_bias);
-        ++state_bias;
+        if constexpr (decltype(masked)::value) score_mod.apply_mask(s, coord_rc, p, n * kBlockN);
+      } else {
+        score_mod.template apply<decltype(masked)::value, Element, kBlockN>(s, coord_rc, p, n * kBlockN, nullptr);
       }
       softmax.update_scores(s, p.softmax_c, correction);
     };
@@ -314,6 +342,7 @@ struct MainloopFwdSm90 {
 
     // First tile: Q K^T alone.
     int n = range.end - 1;
+    init_from_bias();
     scheduler_sync();
     issue_qk(n);
     scheduler_arrive(false);
@@ -322,6 +351,7 @@ struct MainloopFwdSm90 {
     sm80::convert_fragment_into(acc_s, rP);
 
     auto step = [&](int n, auto masked) SDPA_INLINE_LAMBDA {
+      init_from_bias();
       scheduler_sync();
       issue_qk(n);
       issue_pv();

@@ -14,6 +14,7 @@
 #include <cute/tensor.hpp>
 
 #include "common/tile_scheduler.hpp"
+#include "sm90/bias_tile_sm90.cuh"
 
 #include "sdpa/problem.hpp"
 #include "sdpa/status.hpp"
@@ -97,12 +98,17 @@ struct NoTma {};
 
 template <class Traits, bool kVarlen>
 using TmaFor = std::conditional_t<kVarlen, NoTma, TmaFwd<Traits>>;
+// The bias tile's descriptor, for biases that stage tiles (dense biases, never variable-length).
+template <class Traits, class Bias, bool kVarlen>
+using BiasTmaFor = std::conditional_t<Bias::kStagesTile && !kVarlen,
+                                      typename BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::Tma, NoTma>;
 
 // The sm90 kernel's parameters: the forward's, plus the TMA descriptors where the launch uses them (they live
 // in the kernel's parameter space, as TMA wants: __grid_constant__) and a persistent launch's schedule.
-template <class Base, class Tma>
+template <class Base, class Tma, class BiasTma>
 struct FwdParamsSm90 : Base {
   Tma tma;
+  BiasTma bias_tile;  // staged form only (built when the bias params are stageable)
   PersistentTileSchedulerFwd::Params sched;
 };
 

@@ -85,9 +85,10 @@ sanitize() {  # one configuration per bias keeps the sanitizers to minutes
   # Sq > Skv with (B, S, H, D) strides: lower-right leaves whole rows masked, every bias and the mask variants;
   # the split-KV decode kernels and their combine on packed GQA rows (Sq > Skv, and many splits); the Hopper
   # forward's tiles of hd64 (three consumer warpgroups) and hd256 (80 keys) on a shape of several row blocks;
-  # persistent blocks of several tiles each (some empty under lower-right), every bias at hd128
+  # persistent blocks of several tiles each (some empty under lower-right), every bias at hd128; dense biases and
+  # masks staged by TMA with a partial last key tile
   local bin=$PREBUILT/tests/cpp/test_forward_gpu
-  local filter=${SDPA_SANITIZE_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*:*_bf16_hd128_b1h6x2_q5_kv3_bshd*:*_bf16_hd128_b2h8x2_q1_kv1000_bshd*:*_bf16_hd64_b1h6x2_q1000_kv113_bhsd*:*_bf16_hd256_b1h6x2_q1000_kv113_bhsd*:*_bf16_hd128_b4h8x2_q1000_kv200_bshd*}
+  local filter=${SDPA_SANITIZE_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*:*_bf16_hd128_b1h6x2_q5_kv3_bshd*:*_bf16_hd128_b2h8x2_q1_kv1000_bshd*:*_bf16_hd64_b1h6x2_q1000_kv113_bhsd*:*_bf16_hd256_b1h6x2_q1000_kv113_bhsd*:*_bf16_hd128_b4h8x2_q1000_kv200_bshd*:*_bf16_hd128_b2h2x2_q130_kv208_bhsd*}
   local bwd=$PREBUILT/tests/cpp/test_backward_gpu bwd_filter=${SDPA_SANITIZE_BWD_FILTER:-*_bf16_hd128_b2h2x2_q113_kv17_bshd*}
   # variable-length batches: prefill and decode kernels on paged and packed keys, every bias
   local varlen=$PREBUILT/tests/cpp/test_varlen_gpu

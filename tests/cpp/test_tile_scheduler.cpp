@@ -15,8 +15,9 @@ using sdpa::PersistentTileSchedulerFwd;
 std::tuple<int, int, int> key(const FwdTile& t) { return {t.m_block, t.head_q, t.batch}; }
 
 TEST(PersistentTileScheduler, VisitsEveryTileOnce) {
-  for (double kv_bytes : {0.0, 1e6, 8e6, 1e9}) {  // sections of every pair, several, one pair
-    const auto s = PersistentTileSchedulerFwd::make(1000, 128, 6, 3, kv_bytes, 50e6, 18);
+  for (double kv_bytes : {0.0, 1e6, 8e6, 1e9})  // sections of every pair, several, one pair
+  for (bool batch_fastest : {false, true}) {
+    const auto s = PersistentTileSchedulerFwd::make(1000, 128, 6, 3, kv_bytes, 50e6, 18, batch_fastest);
     EXPECT_EQ(s.num_tiles, 8 * 6 * 3);
     std::set<std::tuple<int, int, int>> seen;
     for (int t = 0; t < s.num_tiles; ++t) {
@@ -29,7 +30,20 @@ TEST(PersistentTileScheduler, VisitsEveryTileOnce) {
       EXPECT_LT(tile.batch, 3);
       seen.insert(key(tile));
     }
-    EXPECT_EQ(static_cast<int>(seen.size()), s.num_tiles) << kv_bytes;
+    EXPECT_EQ(static_cast<int>(seen.size()), s.num_tiles) << kv_bytes << " " << batch_fastest;
+  }
+}
+
+// A dense bias's launch: sections of one head's batch elements, batch fastest, so neighbouring tiles share
+// the (1, H, Sq, Skv) bias tile.
+TEST(PersistentTileScheduler, BatchFastestSectionsHoldOneHead) {
+  const auto s = PersistentTileSchedulerFwd::make(4096, 128, 16, 4, 2e6, 50e6, 4, true);
+  EXPECT_EQ(s.pairs_per_section, 4);
+  for (int t = 0; t < s.num_tiles; ++t) {
+    const FwdTile tile = PersistentTileSchedulerFwd::tile(s, t);
+    EXPECT_EQ(tile.batch, t % 4) << t;
+    EXPECT_EQ(tile.head_q, t / (32 * 4)) << t;
+    EXPECT_EQ(tile.m_block, 31 - (t % (32 * 4)) / 4) << t;
   }
 }
 

@@ -53,7 +53,8 @@ struct SingleTileSchedulerFwd {
 //    as fit half the L2), so the tiles in flight at once read the K/V of few pairs, from L2;
 //  - inside a section, query blocks from the last to the first (with a causal mask the last ones see the
 //    most key tiles: longest processing time first), every pair of the section per query block, query head
-//    fastest (neighbouring heads of a GQA group share K/V).
+//    fastest (neighbouring heads of a GQA group share K/V), or batch fastest (batch_fastest: the batch
+//    elements of one head share a (1, H, Sq, Skv) bias tile, read from L2 by all but the first).
 // A static deal of this order (t += gridDim.x) lost 10-16% on causal shapes: the blocks' sums drift apart at
 // every section boundary.
 struct PersistentTileSchedulerFwd {
@@ -62,6 +63,7 @@ struct PersistentTileSchedulerFwd {
     int heads_q = 0;
     int pairs = 0;  // heads_q * batch
     int pairs_per_section = 1;
+    bool batch_fastest = false;
     int num_tiles = 0;
     int* counter = nullptr;  // tiles handed out beyond the first gridDim.x; zero at launch
   };
@@ -69,10 +71,11 @@ struct PersistentTileSchedulerFwd {
   // of at most max_pairs pairs, and of as many as fit half of l2_bytes (at least one). No counter: the
   // launcher sets one where it runs fewer blocks than tiles.
   static Params make(int seqlen_q, int block_m, int heads_q, int batch, double kv_bytes_per_head_q,
-                     double l2_bytes, int max_pairs) {
+                     double l2_bytes, int max_pairs, bool batch_fastest = false) {
     Params s;
     s.m_blocks = (seqlen_q + block_m - 1) / block_m;
     s.heads_q = heads_q;
+    s.batch_fastest = batch_fastest;
     s.pairs = heads_q * batch;
     const double fit = kv_bytes_per_head_q > 0 ? 0.5 * l2_bytes / kv_bytes_per_head_q : s.pairs;
     const int most = max_pairs < s.pairs ? max_pairs : s.pairs;
@@ -89,8 +92,14 @@ struct PersistentTileSchedulerFwd {
     const int pair = first_pair + r % pairs;
     FwdTile tile;
     tile.m_block = s.m_blocks - 1 - r / pairs;
-    tile.head_q = pair % s.heads_q;
-    tile.batch = pair / s.heads_q;
+    if (s.batch_fastest) {
+      const int batch = s.pairs / s.heads_q;
+      tile.head_q = pair / batch;
+      tile.batch = pair % batch;
+    } else {
+      tile.head_q = pair % s.heads_q;
+      tile.batch = pair / s.heads_q;
+    }
     return tile;
   }
 #if defined(__CUDACC__)

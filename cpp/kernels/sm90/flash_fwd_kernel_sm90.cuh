@@ -17,12 +17,11 @@
 namespace sdpa {
 namespace sm90 {
 
-// A dense launch of a bias that stages no tile is persistent (PersistentTileSchedulerFwd): one block per SM,
-// each computing tiles until the scheduler's counter runs out, its next tile's loads overlapping the
-// current one's last GEMMs and its store. Variable-length batches and the dense-bias kernels (whose
-// batch-fastest grid shares each bias tile through L2) keep one tile per block.
+// A dense launch is persistent (PersistentTileSchedulerFwd): one block per SM, each computing tiles until the
+// scheduler's counter runs out, its next tile's loads overlapping the current one's last GEMMs and its store.
+// Variable-length batches keep one tile per block.
 template <class Bias, bool kVarlen>
-constexpr bool kPersistentFwdSm90 = !kVarlen && !Bias::kStagesTile;
+constexpr bool kPersistentFwdSm90 = !kVarlen;
 
 // One tile of the consumer warpgroups: the mainloop, then O and the LSE out. thread: the index among the
 // consumer threads; score_mod: the block's view of the bias.

@@ -68,8 +68,12 @@ struct FwdKernels {
     } else {
       const double kv_bytes_per_head_q =
           2.0 * problem.seqlen_kv * problem.head_dim * sizeof(typename Traits::Element) / problem.group_size();
+      // A dense bias: sections of one head's batch elements, batch fastest, so that they share each bias tile
+      // through L2 as the one-tile grid's batch-fastest order does.
+      constexpr bool kDense = Bias::kKind == BiasKind::kDense;
       auto s = PersistentTileSchedulerFwd::make(problem.seqlen_q, Traits::kBlockM, problem.heads_q, problem.batch,
-                                                kv_bytes_per_head_q, current_l2_bytes(), Bias::kIsCausal ? 2 : 1);
+                                                kv_bytes_per_head_q, current_l2_bytes(),
+                                                kDense ? problem.batch : Bias::kIsCausal ? 2 : 1, kDense);
       if (workspace != nullptr && s.num_tiles > current_sm_count()) {
         s.counter = static_cast<int*>(workspace);
         cudaMemsetAsync(s.counter, 0, sizeof(int), static_cast<cudaStream_t>(problem.stream));  // launch_status checks
@@ -117,19 +121,19 @@ struct FwdDescriber {
            " keys on " + std::to_string(Traits::kNWarpgroups) + " consumer warpgroups; ";
     if constexpr (!kPersistentFwdSm90<Bias, kVarlen>) {
       text += "one block per tile";
-      if constexpr (kForm == BiasForm::kStaged) {
-        text += "; the bias comes by TMA in tiles of " + std::to_string(Traits::kBlockM) + " rows, " +
-                std::to_string(BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::kStages) + " stages deep";
-      }
-      return Status::success();
     } else {
       const auto s = FwdKernels::persistent_schedule<Traits, Bias, kVarlen>(problem, nullptr);
       text += std::to_string(s.num_tiles) + " tiles; given a workspace and more tiles than the " +
               std::to_string(current_sm_count()) +
               " SMs, persistent (one block per SM takes tiles from a counter, longest first, in sections of " +
-              std::to_string(s.pairs_per_section) + " (query head, batch) pairs), otherwise one block per tile";
-      return Status::success();
+              std::to_string(s.pairs_per_section) + " (query head, batch) pairs" +
+              (s.batch_fastest ? ", batch fastest" : "") + "), otherwise one block per tile";
     }
+    if constexpr (kForm == BiasForm::kStaged) {
+      text += "; the bias comes by TMA in tiles of " + std::to_string(Traits::kBlockM) + " rows, " +
+              std::to_string(BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::kStages) + " stages deep";
+    }
+    return Status::success();
   }
 };
 

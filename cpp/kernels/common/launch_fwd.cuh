@@ -7,10 +7,10 @@
 //                                                          // before Q K^T (make_fwd_params then folds the scale)
 //     template <class Traits, class Bias, BiasForm kForm, bool kVarlen> static auto kernel();
 //     template <class Traits, class Bias, BiasForm kForm> static constexpr int smem_bytes();  // dynamic
-//     template <class Traits, class Bias, bool kVarlen, class P>   // what the kernel takes: the params, or more
-//     static auto kernel_params(const AttentionProblem&, const P&,  // (sm90: TMA descriptors, a schedule whose
-//                               void* workspace, Status& status);   // tile counter is the workspace, if any);
-//                                                                   // status: not ok if they cannot be built
+//     // What the kernel takes: the params, or more (sm90: TMA descriptors, the staged form's bias tile's too, a
+//     // schedule whose tile counter is the workspace, if any); status: not ok if they cannot be built.
+//     template <class Traits, class Bias, BiasForm kForm, bool kVarlen, class P>
+//     static auto kernel_params(const AttentionProblem&, const P&, void* workspace, Status& status);
 //     template <class Traits, class Bias, bool kVarlen, class KP>     // its grid (single_tile_grid, or
 //     static dim3 grid(const AttentionProblem&, const KP&);          // persistent)
 //   };
@@ -43,7 +43,8 @@ struct FwdLauncher {
     constexpr int kSmem = Family::template smem_bytes<Traits, Bias, kForm>();
     if (Status s = allow_smem(kernel, kSmem, Family::kName); !s.ok()) return s;
     Status status = Status::success();
-    const auto kernel_params = Family::template kernel_params<Traits, Bias, kVarlen>(problem, params, workspace, status);
+    const auto kernel_params =
+        Family::template kernel_params<Traits, Bias, kForm, kVarlen>(problem, params, workspace, status);
     if (!status.ok()) return status;
     const dim3 grid = Family::template grid<Traits, Bias, kVarlen>(problem, kernel_params);
     kernel<<<grid, Traits::kNThreads, kSmem, static_cast<cudaStream_t>(problem.stream)>>>(kernel_params);

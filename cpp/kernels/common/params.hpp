@@ -29,24 +29,24 @@ bool split_holds_for_any_lengths() {
   return false;
 }
 
+// Whether the scale can be folded into the exponent (softmax_c): a positive finite scale. The split and staged
+// forms put a bias into the accumulator divided by the scale, so they need it too.
+inline bool scale_folds(float scale) { return scale > 0.0f && std::isfinite(scale); }
+
 template <class Bias>
 BiasForm select_bias_form(const AttentionProblem& problem, const typename Bias::Params& bias_params) {
   if (problem.is_varlen()) {
     // The varlen kernels compile the elementwise and split forms only (staging needs the dense layout's
     // row count to bound its reads).
-    const bool split = split_holds_for_any_lengths<Bias>() && problem.scale > 0.0f && std::isfinite(problem.scale);
+    const bool split = split_holds_for_any_lengths<Bias>() && scale_folds(problem.scale);
     return split ? BiasForm::kSplit : BiasForm::kElementwise;
   }
   if constexpr (Bias::kSplittable) {
-    // The split form folds the scale into the exponent, so it needs scale > 0.
-    if (Bias::split_holds(problem.seqlen_q, problem.seqlen_kv) && problem.scale > 0.0f &&
-        std::isfinite(problem.scale)) {
-      return BiasForm::kSplit;
-    }
+    if (Bias::split_holds(problem.seqlen_q, problem.seqlen_kv) && scale_folds(problem.scale)) return BiasForm::kSplit;
   }
   if constexpr (Bias::kStagesTile) {
     // The sm90 kernel folds the scale into the exponent in the staged form too (make_fwd_params).
-    if (Bias::stageable(bias_params) && problem.scale > 0.0f && std::isfinite(problem.scale)) return BiasForm::kStaged;
+    if (Bias::stageable(bias_params) && scale_folds(problem.scale)) return BiasForm::kStaged;
   }
   return BiasForm::kElementwise;
 }
@@ -88,7 +88,7 @@ FwdParams<typename Bias::Params> make_fwd_params(const AttentionProblem& problem
   // and only without an additive bias, which must be added to the scaled score, or where the bias went into
   // the accumulator divided by the scale (the split form; the staged form of some kernels).
   const bool in_accumulator = form == BiasForm::kSplit || (form == BiasForm::kStaged && staged_in_accumulator);
-  const bool fold = (!Bias::kHasValue || in_accumulator) && problem.scale > 0.0f && std::isfinite(problem.scale);
+  const bool fold = (!Bias::kHasValue || in_accumulator) && scale_folds(problem.scale);
   p.prescale = !fold;
   p.softmax_c = fold ? problem.scale * kLog2e : kLog2e;
   p.seq = SeqLayout::of(problem);

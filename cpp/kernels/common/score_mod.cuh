@@ -76,7 +76,7 @@ struct ScoreMod {
   __device__ __forceinline__ void apply(TensorS& s, TensorC const& coord, Params const& p, int col0,
                                         const char* staged) const {
     if constexpr (kSplit) {
-      if constexpr (kMasked) mask_only(s, coord, p, col0);
+      if constexpr (kMasked) apply_mask(s, coord, p, col0);
     } else if constexpr (kStaged && !kMasked) {
       apply_staged<Element, kCols>(s, coord, p, staged);
     } else {
@@ -103,7 +103,16 @@ struct ScoreMod {
   // init_from_tile.
   template <class TensorS, class TensorC, class Params>
   __device__ __forceinline__ void apply_mask(TensorS& s, TensorC const& coord, Params const& p, int col0) const {
-    mask_only(s, coord, p, col0);
+    using namespace cute;
+#pragma unroll
+    for (int r = 0; r < size<0>(s); ++r) {
+      const int i = row0 + get<0>(coord(r, 0));
+#pragma unroll
+      for (int k = 0; k < size<1>(s); ++k) {
+        const int j = col0 + get<1>(coord(r, k));
+        if (j >= seqlen_kv || bias.masked(i, j)) s(r, k) = -CUDART_INF_F;
+      }
+    }
   }
 
   // The row parts init() left out (-inf stays -inf).
@@ -195,20 +204,6 @@ struct ScoreMod {
     }
   }
 
-  // Split form, masked tiles: the element mask alone (causal and keys past seqlen_kv).
-  template <class TensorS, class TensorC, class Params>
-  __device__ __forceinline__ void mask_only(TensorS& s, TensorC const& coord, Params const& p, int col0) const {
-    using namespace cute;
-#pragma unroll
-    for (int r = 0; r < size<0>(s); ++r) {
-      const int i = row0 + get<0>(coord(r, 0));
-#pragma unroll
-      for (int k = 0; k < size<1>(s); ++k) {
-        const int j = col0 + get<1>(coord(r, k));
-        if (j >= seqlen_kv || bias.masked(i, j)) s(r, k) = -CUDART_INF_F;
-      }
-    }
-  }
 };
 
 }  // namespace sdpa

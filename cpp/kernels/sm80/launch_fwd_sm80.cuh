@@ -37,7 +37,7 @@ struct FwdKernels {
   static auto kernel() {
     return flash_fwd_kernel<FwdArch, Traits, Bias, kForm, kVarlen>;
   }
-  template <class Traits, class Bias, bool kVarlen, class P>
+  template <class Traits, class Bias, BiasForm kForm, bool kVarlen, class P>
   static const P& kernel_params(const AttentionProblem&, const P& params, void*, Status&) {
     return params;
   }

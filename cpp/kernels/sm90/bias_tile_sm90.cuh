@@ -39,7 +39,7 @@ struct BiasTileSm90 {
     cute::TmaDescriptor desc;
     int32_t rows_extent, heads_extent, batch_extent;  // 1 where the bias broadcasts (read at index 0)
     int32_t element_bytes;                            // 1 for a mask
-    int32_t boxes;                                    // per tile: kCols x element_bytes, in whole boxes
+    int32_t boxes;  // per tile: kCols x element_bytes in whole boxes (kept: derived in the kernel, it spilled)
     SDPA_HOST_DEVICE uint32_t tile_bytes() const { return uint32_t(boxes) * kBoxBytes; }
   };
 

@@ -100,7 +100,7 @@ template <class Traits, class Bias, BiasForm kForm, bool kVarlen>
 __global__ void __launch_bounds__(Traits::kNThreads, 1)
     flash_fwd_kernel_sm90(const __grid_constant__ FwdParamsSm90<FwdParams<typename Bias::Params>,
                                                                 TmaFor<Traits, kVarlen>,
-                                                                BiasTmaFor<Traits, Bias, kVarlen>> p) {
+                                                                BiasTmaFor<Traits, kForm>> p) {
   using Mainloop = MainloopFwdSm90<Traits, kVarlen>;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr bool kPersistent = kPersistentFwdSm90<Bias, kVarlen>;

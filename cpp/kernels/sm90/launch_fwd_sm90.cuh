@@ -27,23 +27,21 @@ struct FwdKernels {
   static auto kernel() {
     return flash_fwd_kernel_sm90<Traits, Bias, kForm, kVarlen>;
   }
-  // A dense problem's Q/K/V come by TMA (descriptors built here, on the host), and so does a stageable bias's
-  // tile; a variable-length batch keeps cp.async. A persistent launch with more tiles than SMs takes its tile
+  // A dense problem's Q/K/V come by TMA (descriptors built here, on the host), and so does the bias tile of the
+  // staged form; a variable-length batch keeps cp.async. A persistent launch with more tiles than SMs takes its tile
   // counter from the workspace and zeroes it on the problem's stream; without a workspace it has one block per
   // tile (and no counter).
-  template <class Traits, class Bias, bool kVarlen, class P>
+  template <class Traits, class Bias, BiasForm kForm, bool kVarlen, class P>
   static auto kernel_params(const AttentionProblem& problem, const P& params, void* workspace, Status& status) {
-    using KP = FwdParamsSm90<P, TmaFor<Traits, kVarlen>, BiasTmaFor<Traits, Bias, kVarlen>>;
+    using KP = FwdParamsSm90<P, TmaFor<Traits, kVarlen>, BiasTmaFor<Traits, kForm>>;
     if constexpr (kVarlen) {
       return KP{params, {}, {}, {}};
     } else {
       KP kp{params, TmaFwd<Traits>::make(problem), {}, persistent_schedule<Traits, Bias, kVarlen>(problem, workspace)};
-      if constexpr (Bias::kStagesTile) {
-        if (Bias::stageable(params.bias)) {
-          const auto source = Bias::tile_source(params.bias, int(sizeof(typename Traits::Element)), problem.seqlen_q,
-                                                problem.seqlen_kv, problem.heads_q, problem.batch);
-          status = BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::make(source, kp.bias_tile);
-        }
+      if constexpr (kForm == BiasForm::kStaged) {
+        const auto source = Bias::tile_source(params.bias, int(sizeof(typename Traits::Element)), problem.seqlen_q,
+                                              problem.seqlen_kv, problem.heads_q, problem.batch);
+        status = BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::make(source, kp.bias_tile);
       }
       return kp;
     }

@@ -236,7 +236,7 @@ struct MainloopFwdSm90 {
         if (issuer) load_q();
       }
       if constexpr (stages_bias<ScoreModT>()) {
-        // Every key tile's bias tile, masked ones included (apply_tile reads them all).
+        // Every key tile's bias tile, masked ones included (init_from_tile reads them all).
         if (issuer) {
           pipe_bias.producer_acquire(state_bias);
           BiasTile::load(p.bias_tile, pipe_bias.producer_get_barrier(state_bias), smem.bias(state_bias.index()),

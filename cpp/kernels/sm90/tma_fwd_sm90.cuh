@@ -13,6 +13,7 @@
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/tensor.hpp>
 
+#include "common/params.hpp"  // BiasForm
 #include "common/tile_scheduler.hpp"
 #include "sm90/bias_tile_sm90.cuh"
 
@@ -98,9 +99,9 @@ struct NoTma {};
 
 template <class Traits, bool kVarlen>
 using TmaFor = std::conditional_t<kVarlen, NoTma, TmaFwd<Traits>>;
-// The bias tile's descriptor, for biases that stage tiles (dense biases, never variable-length).
-template <class Traits, class Bias, bool kVarlen>
-using BiasTmaFor = std::conditional_t<Bias::kStagesTile && !kVarlen,
+// The bias tile's descriptor, in the staged form (dense biases only, never variable-length: launch_in_form).
+template <class Traits, BiasForm kForm>
+using BiasTmaFor = std::conditional_t<kForm == BiasForm::kStaged,
                                       typename BiasTileSm90<Traits::kBlockM, Traits::kBlockN>::Tma, NoTma>;
 
 // The sm90 kernel's parameters: the forward's, plus the TMA descriptors where the launch uses them (they live
@@ -108,7 +109,7 @@ using BiasTmaFor = std::conditional_t<Bias::kStagesTile && !kVarlen,
 template <class Base, class Tma, class BiasTma>
 struct FwdParamsSm90 : Base {
   Tma tma;
-  BiasTma bias_tile;  // staged form only (built when the bias params are stageable)
+  BiasTma bias_tile;  // staged form only
   PersistentTileSchedulerFwd::Params sched;
 };
 

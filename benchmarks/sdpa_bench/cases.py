@@ -25,6 +25,7 @@ MASKS = {
     "lower_right": "causal, lower-right (row i keeps keys 0 .. i + Skv - Sq)",
     "alibi_causal": "ALiBi + causal upper-left: -slope[h] * |q + Skv - Sq - kv|",
     "dense": "dense additive bias (1, H, Sq, Skv) in the query dtype",
+    "dense_causal": "dense additive bias (1, H, Sq, Skv) plus causal upper-left",
 }
 
 
@@ -74,6 +75,7 @@ CASES = [
     Case("d128-s8k-alibi", "d128 S8k ALiBi+causal", 128, 8192, 8192, "alibi_causal"),
     Case("d128-q2k-kv8k-lr", "d128 Sq2k/Skv8k causal lower-right", 128, 2048, 8192, "lower_right"),
     Case("d128-s4k-bias", "d128 S4k dense bias (1,H,S,S)", 128, 4096, 4096, "dense"),
+    Case("d128-s4k-bias-causal", "d128 S4k dense bias + causal", 128, 4096, 4096, "dense_causal"),
     Case("d128-s4k-bias-grad", "d128 S4k dense bias with its gradient", 128, 4096, 4096, "dense",
          bias_grad=True),
     Case("d64-s8k-causal", "d64 S8k causal", 64, 8192, 8192, "causal"),
@@ -129,7 +131,7 @@ def make_inputs(case: Case, device: torch.device, grad: bool, dtype=torch.bfloat
     t = Inputs(mk(shape_q), mk(shape_kv), mk(shape_kv))
     if case.mask == "alibi_causal":
         t.slopes = sdpa_core.alibi_slopes(case.heads).to(device)
-    if case.mask == "dense":
+    if case.mask in ("dense", "dense_causal"):
         t.bias = torch.randn(1, case.heads, case.sq, case.skv, device=device, dtype=dtype,
                              requires_grad=grad and case.bias_grad)
     return t
@@ -137,7 +139,7 @@ def make_inputs(case: Case, device: torch.device, grad: bool, dtype=torch.bfloat
 
 def keep_mask(case: Case, device: torch.device) -> torch.Tensor | None:
     """(Sq, Skv) bool, True = attend; None when the case has no causal part."""
-    if case.mask not in ("causal", "lower_right", "alibi_causal"):
+    if case.mask not in ("causal", "lower_right", "alibi_causal", "dense_causal"):
         return None
     offset = case.skv - case.sq if case.mask == "lower_right" else 0
     q_idx = torch.arange(case.sq, device=device)[:, None]
@@ -169,3 +171,11 @@ def materialized_alibi(case: Case, t: Inputs) -> torch.Tensor:
         out[0, h] = (-t.slopes[h] * dist).masked_fill(~keep, float("-inf"))
     t.cache["alibi"] = out
     return out
+
+
+def materialized_dense_causal(case: Case, t: Inputs) -> torch.Tensor:
+    """The case's bias with -inf where the causal mask drops a key (torch SDPA takes a mask or is_causal,
+    not both); built once per case."""
+    if "dense_causal" not in t.cache:
+        t.cache["dense_causal"] = t.bias.detach().masked_fill(~materialized_keep_mask(case, t), float("-inf"))
+    return t.cache["dense_causal"]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import sdpa_core
 
-from .cases import Case, Inputs, materialized_alibi, materialized_keep_mask
+from .cases import Case, Inputs, materialized_alibi, materialized_dense_causal, materialized_keep_mask
 
 SDPA_CORE = "sdpa_core"
 SDPA_OWN = "sdpa_core own"
@@ -101,6 +101,8 @@ def sdpa_core_args(case: Case, t: Inputs):
                                    causal=sdpa_core.CausalVariant.UPPER_LEFT), False
     if case.mask == "dense":
         return sdpa_core.TensorBias(t.bias), False
+    if case.mask == "dense_causal":
+        return sdpa_core.TensorBias(t.bias), True
     raise ValueError(case.mask)
 
 
@@ -167,6 +169,8 @@ def torch_args(column: str, case: Case, t: Inputs):
         return materialized_alibi(case, t), False, "materialized"
     if case.mask == "dense":
         return t.bias, False, ""  # already a tensor: nothing to materialize
+    if case.mask == "dense_causal":
+        return materialized_dense_causal(case, t), False, "materialized"
     raise ValueError(case.mask)
 
 
@@ -222,7 +226,7 @@ def _flex_parts(case: Case, t: Inputs, compiled: bool):
         fn = torch.compile(flex_attention, dynamic=False)
     offset = case.skv - case.sq if case.mask == "lower_right" else 0
     block_mask = None
-    if case.mask in ("causal", "alibi_causal", "lower_right"):
+    if case.mask in ("causal", "alibi_causal", "lower_right", "dense_causal"):
         block_mask = create_block_mask(lambda b, h, qi, ki: qi + offset >= ki, None, None,
                                        case.sq, case.skv, device=t.q.device)
     return fn, block_mask
@@ -232,7 +236,7 @@ def _score_mod(case: Case, t: Inputs):
     if case.mask == "alibi_causal":
         slopes, shift = t.slopes, case.skv - case.sq
         return lambda s, b, h, qi, ki: s - slopes[h] * (qi + shift - ki).abs()
-    if case.mask == "dense":
+    if case.mask in ("dense", "dense_causal"):
         bias = t.bias
         return lambda s, b, h, qi, ki: s + bias[0, h, qi, ki]
     return None

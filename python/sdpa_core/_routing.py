@@ -128,9 +128,11 @@ def _unbiased_reason(query, causal: int, training: bool = False) -> str:
     return ""
 
 
-def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
+def torch_takes_unmasked(query, key, value, is_causal, dropout_p, scale) -> bool:
     """The no-mask hot path: True when a call with ``attn_mask=None`` goes to torch's SDPA exactly as the
-    caller wrote it, so sdpa_core adds one test to torch's own cost instead of its whole dispatch.
+    caller wrote it, so sdpa_core adds one test to torch's own cost instead of its whole dispatch. It asks
+    the rule the checked path (and explain()) asks, with the call's own ``is_causal``: the two differ at head
+    dim 64, where the Hopper forward wins causal calls and torch the unmasked ones.
 
     That holds off CUDA, for dtypes or requests sdpa_core's kernels do not take (float32, dropout), and
     where torch's kernel is the faster one under "auto" (sm90 prefill), training calls as
@@ -149,8 +151,10 @@ def torch_takes_unmasked(query, key, value, dropout_p, scale) -> bool:
             return False
         if query.dim() != 4 or torch.compiler.is_compiling():
             return False
+        if type(is_causal) is not bool:
+            return False
         if query.dtype in _HALF and not dropout_p:  # sdpa_core's kernels may take it, training or not
-            if policy.current() != "auto" or not _unbiased_reason(query, 0):
+            if policy.current() != "auto" or not _unbiased_reason(query, int(is_causal)):
                 return False
         return _kernels.is_aligned(query) and _kernels.is_aligned(key) and _kernels.is_aligned(value)
     except (AttributeError, TypeError):

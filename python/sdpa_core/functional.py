@@ -55,7 +55,7 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     ``TensorBias`` that requires grad, whose gradient the fused backward writes (eager mode; under
     ``torch.compile`` such a call runs on PyTorch).
     """
-    if attn_mask is None and _routing.torch_takes_unmasked(query, key, value, dropout_p, scale):
+    if attn_mask is None and _routing.torch_takes_unmasked(query, key, value, is_causal, dropout_p, scale):
         try:
             return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=is_causal,
                                                   scale=scale, enable_gqa=enable_gqa)

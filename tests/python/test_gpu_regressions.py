@@ -287,6 +287,25 @@ def test_dispatch_policy_plain_call_sets_it_until_the_next_call():
         sdpa_core.dispatch_policy("auto")  # the documented default
 
 
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_auto_runs_the_path_explain_names(head_dim, is_causal):
+    """A plain call under "auto" runs what explain() names: the fused kernel's output bit for bit, or torch's.
+    The no-mask hot path once judged is_causal=True calls as unmasked ones, so at hd64 (the Hopper forward wins
+    causal calls, torch unmasked ones) explain() named fwd_sm90 while torch ran the call."""
+    _requires_sm90()
+    q, k, v = qkv(2, 4, 4, 1024, 1024, head_dim, "cuda", torch.bfloat16)
+    with sdpa_core.dispatch_policy("auto"):
+        text = sdpa_core.explain(q, k, v, is_causal=is_causal)
+        out = _run(q, k, v, is_causal=is_causal)
+    if _runs_fused(text):
+        with sdpa_core.dispatch_policy("own"):
+            expected = _run(q, k, v, is_causal=is_causal)
+    else:
+        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+    assert torch.equal(out, expected), text
+
+
 def test_dispatch_policy_rejects_unknown_names():
     with pytest.raises(ValueError, match="own"):
         sdpa_core.dispatch_policy("fastest")

@@ -37,7 +37,8 @@ print(sdpa_core.explain(q, k, v, is_causal=causal) if who == "own" else "torch c
 PY
 causal=$([ "$TRAIT" = NoBias ] && echo 0 || echo 1)
 SECTIONS=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
-          --section WarpStateStats --section Occupancy --section LaunchStats --section SchedulerStats)
+          --section MemoryWorkloadAnalysis_Tables --section WarpStateStats --section Occupancy --section LaunchStats
+          --section SchedulerStats)
 ncu -k regex:flash_fwd_kernel_sm90 --launch-skip 3 --launch-count 1 "${SECTIONS[@]}" \
   python3 "$OUT/case.py" own $causal $HD >"$OUT/ncu_own.txt" 2>&1
 ncu -k regex:'(cudnn|sdpa|fmha|flash)' --launch-skip 3 --launch-count 1 "${SECTIONS[@]}" \

@@ -78,6 +78,7 @@ CASES = [
     Case("d128-s4k-bias-causal", "d128 S4k dense bias + causal", 128, 4096, 4096, "dense_causal"),
     Case("d128-s4k-bias-grad", "d128 S4k dense bias with its gradient", 128, 4096, 4096, "dense",
          bias_grad=True),
+    Case("d64-s8k", "d64 S8k no mask", 64, 8192, 8192, "none"),
     Case("d64-s8k-causal", "d64 S8k causal", 64, 8192, 8192, "causal"),
     Case("d64-s8k-alibi", "d64 S8k ALiBi+causal", 64, 8192, 8192, "alibi_causal"),
     Case("d256-s8k", "d256 S8k no mask", 256, 8192, 8192, "none"),

@@ -4,8 +4,9 @@ The product rule: no call through sdpa_core may be slower than the ``torch.nn.fu
 replaces. Torch has the faster kernel for some requests; those are listed here with the measurement
 behind each (benchmarks/results.md, H100, 2026-11-25/26):
   * sm90, no bias or upper-left causal: torch's default (cuDNN) runs ~1.7x our sm80-class kernel
-    (d128 S8k causal 552 vs 326 TFLOP/s) and is level with the Hopper kernel (0.97-0.99x), except for the
-    upper-left causal inference call at head dim 128, which the Hopper kernel wins (see _unbiased_reason);
+    (d128 S8k causal 552 vs 326 TFLOP/s), so such calls go to torch where libsdpa has no Hopper forward for
+    them; the Hopper forward wins the inference calls at head dims 64, 128 and 256 (_HOPPER_FORWARD_WINS)
+    and keeps them;
   * sm90, a dense bias without a causal mask, prefill, where libsdpa has no Hopper kernel for the call:
     torch's default (cuDNN) 277-307 vs our sm80 kernel's 247-255. The Hopper kernel (SDPA_BUILD_SM90)
     wins the inference call: H100, 2026-11-26, d128 S4k (1,H,S,S) bias, 325 vs torch default 269;
@@ -74,8 +75,8 @@ def torch_is_faster(query, bias, training: bool = False) -> str:
 # H100, bf16 fwd TFLOP/s, ours (fwd_sm90) vs torch's default. Sixth session: d128 S8k causal 552 vs 540 and
 # 543 vs 533, S16k 595 vs 557. Seventh session (2026-11-26, wide tiles): d128 S8k no mask 650 vs 631, d64 S8k
 # causal 457 vs 435, d256 S8k no mask 678 vs 673 and causal 611 vs 591. Tenth session: d64 S8k causal 470 vs
-# 435 (H100), 458 vs 428 (H200). d64 without a mask is not measured and stays on torch.
-_HOPPER_FORWARD_WINS = frozenset({(128, 0), (128, 1), (64, 1), (256, 0), (256, 1)})
+# 435 (H100), 458 vs 428 (H200); d64 S8k no mask 524 and 520 vs torch's default 459 and 463 (H100, two rounds).
+_HOPPER_FORWARD_WINS = frozenset({(128, 0), (128, 1), (64, 0), (64, 1), (256, 0), (256, 1)})
 
 
 def _hopper_forward(query) -> bool:

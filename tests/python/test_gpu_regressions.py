@@ -248,16 +248,20 @@ def _requires_sm90():
                     f"sm{''.join(map(str, torch.cuda.get_device_capability()))}")
 
 
-# A no-mask bf16 call of a common training shape, which "auto" hands to torch's cuDNN kernel on sm90
-# batch, heads, seq, head_dim: a plain call that 'auto' hands to torch on sm90 (hd64 without a mask; at hd128
-# the Hopper forward is faster and keeps it)
+# batch, heads, seq, head_dim of a plain bf16 training call (no mask, inputs that require grad): "auto" hands
+# it to torch on sm90, whose cuDNN forward and backward beat the Hopper backward; "own" runs sdpa_core's fused
+# forward and backward. (Plain inference calls at hd64, hd128 and hd256 stay on the Hopper forward.)
 AUTO_SHAPE = (2, 16, 1024, 64)
+
+
+def _training_qkv():
+    batch, heads, seq, dim = AUTO_SHAPE
+    return [t.requires_grad_() for t in qkv(batch, heads, heads, seq, seq, dim, "cuda", torch.bfloat16)]
 
 
 def test_dispatch_policy_explain_differs_on_sm90():
     _requires_sm90()
-    batch, heads, seq, dim = AUTO_SHAPE
-    q, k, v = qkv(batch, heads, heads, seq, seq, dim, "cuda", torch.bfloat16)
+    q, k, v = _training_qkv()
     with sdpa_core.dispatch_policy("auto"):
         auto_text = sdpa_core.explain(q, k, v)
         auto_out = _run(q, k, v)
@@ -273,8 +277,7 @@ def test_dispatch_policy_explain_differs_on_sm90():
 
 def test_dispatch_policy_plain_call_sets_it_until_the_next_call():
     _requires_sm90()
-    batch, heads, seq, dim = AUTO_SHAPE
-    q, k, v = qkv(batch, heads, heads, seq, seq, dim, "cuda", torch.bfloat16)
+    q, k, v = _training_qkv()
     try:
         sdpa_core.dispatch_policy("own")
         assert _runs_fused(sdpa_core.explain(q, k, v))

@@ -132,8 +132,8 @@ def _unbiased_reason(query, causal: int, training: bool = False) -> str:
 def torch_takes_unmasked(query, key, value, is_causal, dropout_p, scale) -> bool:
     """The no-mask hot path: True when a call with ``attn_mask=None`` goes to torch's SDPA exactly as the
     caller wrote it, so sdpa_core adds one test to torch's own cost instead of its whole dispatch. It asks
-    the rule the checked path (and explain()) asks, with the call's own ``is_causal``: the two differ at head
-    dim 64, where the Hopper forward wins causal calls and torch the unmasked ones.
+    the rule the checked path (and explain()) asks, with the call's own ``is_causal``, so that the two never
+    disagree where the rule tells causal calls from unmasked ones.
 
     That holds off CUDA, for dtypes or requests sdpa_core's kernels do not take (float32, dropout), and
     where torch's kernel is the faster one under "auto" (sm90 prefill), training calls as

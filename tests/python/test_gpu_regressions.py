@@ -294,8 +294,8 @@ def test_dispatch_policy_plain_call_sets_it_until_the_next_call():
 @pytest.mark.parametrize("is_causal", [False, True])
 def test_auto_runs_the_path_explain_names(head_dim, is_causal):
     """A plain call under "auto" runs what explain() names: the fused kernel's output bit for bit, or torch's.
-    The no-mask hot path once judged is_causal=True calls as unmasked ones, so at hd64 (the Hopper forward wins
-    causal calls, torch unmasked ones) explain() named fwd_sm90 while torch ran the call."""
+    The no-mask hot path once judged is_causal=True calls as unmasked ones, so at hd64 (where the Hopper forward
+    then kept causal calls and torch took unmasked ones) explain() named fwd_sm90 while torch ran the call."""
     _requires_sm90()
     q, k, v = qkv(2, 4, 4, 1024, 1024, head_dim, "cuda", torch.bfloat16)
     with sdpa_core.dispatch_policy("auto"):

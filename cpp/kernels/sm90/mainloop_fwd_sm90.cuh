@@ -6,9 +6,12 @@
 //
 // Two overlaps keep the tensor cores busy while a warpgroup does softmax:
 //  - inside a warpgroup, P V of tile n + 1 (the tile before, in walk order) is issued together with Q K^T
-//    of tile n and runs while the softmax of tile n is computed;
+//    of tile n, in one turn at the tensor cores. The source waits for that P V after the softmax of tile n,
+//    but ptxas moves the wait to the top of the softmax (the conversion of the new P into the registers P V
+//    reads needs it; benchmarks/NOTES.md, tenth session), so in the SASS this softmax follows this P V;
 //  - across the consumer warpgroups (two, three with 192-row tiles), named barriers let one warpgroup issue
-//    its GEMMs while another is in its softmax (ping-pong), so their GEMMs do not contend.
+//    its GEMMs while another is in its softmax (ping-pong), so their GEMMs do not contend. This is the overlap
+//    that keeps the tensor pipe busy (78.5% of the time at d128 without a mask, ncu).
 // Q, K and V of a dense problem come by TMA (one thread issues each tile; sm90/tma_fwd_sm90.cuh); a
 // variable-length batch's packed or paged rows come by the sm80 kernel's cp.async loaders, from all 128
 // producer threads. Dense biases have no variable-length form, so a staged bias tile always comes by TMA.

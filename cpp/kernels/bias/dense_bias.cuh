@@ -32,7 +32,9 @@ struct DenseValues {
   static Params make_params(const BiasDesc& bias) {
     const DenseDesc& d = bias.dense;
     const int64_t size = static_cast<int64_t>(dtype_size(d.dtype));
-    auto fits = [&](int64_t stride) { return stride >= 0 && (stride * size) % 16 == 0 && stride * size < (int64_t(1) << 40); };
+    auto fits = [&](int64_t stride) {
+      return stride >= 0 && (stride * size) % 16 == 0 && stride * size < (int64_t(1) << 40);
+    };
     const bool stageable = d.stride_kv == 1 && reinterpret_cast<std::uintptr_t>(d.data) % 16 == 0 &&
                            fits(d.stride_batch) && fits(d.stride_head) && fits(d.stride_q);
     return {d.data, d.is_mask(), d.stride_batch, d.stride_head, d.stride_q, d.stride_kv, stageable};

@@ -203,7 +203,6 @@ struct ScoreMod {
       }
     }
   }
-
 };
 
 }  // namespace sdpa

@@ -99,7 +99,8 @@ struct BiasTileSm90 {
   // The 2 x kBytes bytes at `offset` past the thread's first byte of the row (two adjacent elements).
   template <int kBytes>
   static __device__ __forceinline__ uint32_t load_pair(Row const& row, int offset) {
-    const uint32_t address = row.base + uint32_t((offset / kBoxWidth) * kBoxBytes) + (uint32_t(offset % kBoxWidth) ^ row.key);
+    const uint32_t address =
+        row.base + uint32_t((offset / kBoxWidth) * kBoxBytes) + (uint32_t(offset % kBoxWidth) ^ row.key);
     uint32_t bits;
     if constexpr (kBytes == 1) {
       uint16_t half;

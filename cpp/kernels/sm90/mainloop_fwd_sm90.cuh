@@ -83,7 +83,9 @@ struct MainloopFwdSm90 {
     __device__ Element* q() const { return reinterpret_cast<Element*>(base); }
     __device__ Element* k(int stage) const { return q() + Traits::kSmemQElems + stage * Traits::kSmemKVElems; }
     __device__ Element* v(int stage) const { return k(kStages) + stage * Traits::kSmemKVElems; }
-    __device__ char* bias(int stage) const { return reinterpret_cast<char*>(v(kStages)) + stage * BiasTile::kStageBytes; }
+    __device__ char* bias(int stage) const {
+      return reinterpret_cast<char*>(v(kStages)) + stage * BiasTile::kStageBytes;
+    }
     __device__ Barriers& barriers() const { return *reinterpret_cast<Barriers*>(bias(0) + bias_bytes); }
   };
   template <BiasForm kForm>
@@ -131,10 +133,6 @@ struct MainloopFwdSm90 {
       if (init) return P(storage, params, cute::true_type{});
       return P(storage, params, cute::false_type{});
     }
-  }
-  template <class ScoreModT>
-  static constexpr bool stages_bias() {
-    return ScoreModT::kStaged;
   }
   template <class Params>
   static __device__ __forceinline__ BiasPipeline bias_pipeline(Params const& p, Barriers& bars) {
@@ -238,7 +236,7 @@ struct MainloopFwdSm90 {
         cutlass::arch::ClusterBarrier::wait(&bars.q_free, (st.tiles - 1) & 1);
         if (issuer) load_q();
       }
-      if constexpr (stages_bias<ScoreModT>()) {
+      if constexpr (ScoreModT::kStaged) {
         // Every key tile's bias tile, masked ones included (init_from_tile reads them all).
         if (issuer) {
           pipe_bias.producer_acquire(state_bias);
@@ -298,7 +296,7 @@ struct MainloopFwdSm90 {
     // The staged form starts the accumulator at the bias tile's values (ScoreMod::init_from_tile), before the
     // warpgroup takes its turn at the tensor cores: the stage is then free again before Q K^T is even issued.
     auto init_from_bias = [&]() SDPA_INLINE_LAMBDA {
-      if constexpr (stages_bias<ScoreModT>()) {
+      if constexpr (ScoreModT::kStaged) {
         pipe_bias.consumer_wait(state_bias);
         score_mod.template init_from_tile<Element, BiasTile>(
             acc_s, coord_rc, p, static_cast<uint32_t>(__cvta_generic_to_shared(smem.bias(state_bias.index()))));
@@ -311,7 +309,7 @@ struct MainloopFwdSm90 {
       // The split form starts the accumulator at its column parts, the staged form at its values
       // (init_from_bias); the others let wgmma zero it.
       if constexpr (ScoreModT::kSplit) score_mod.init(acc_s, coord_rc, p, n * kBlockN);
-      constexpr bool kZeroInit = !ScoreModT::kSplit && !stages_bias<ScoreModT>();
+      constexpr bool kZeroInit = !ScoreModT::kSplit && !ScoreModT::kStaged;
       pipe_k.consumer_wait(state_k);
       gemm<kZeroInit, /*kRegisterA=*/false, /*kWait=*/false>(mma_qk, tSrQ, k_of(state_k.index()), acc_s);
     };
@@ -328,7 +326,7 @@ struct MainloopFwdSm90 {
       warpgroup_fence_operand(acc_s);
       pipe_k.consumer_release(state_k);
       ++state_k;
-      if constexpr (stages_bias<ScoreModT>()) {
+      if constexpr (ScoreModT::kStaged) {
         if constexpr (decltype(masked)::value) score_mod.apply_mask(s, coord_rc, p, n * kBlockN);
       } else {
         score_mod.template apply<decltype(masked)::value, Element, kBlockN>(s, coord_rc, p, n * kBlockN, nullptr);

@@ -2,7 +2,8 @@
 # The whole GPU verification in one go, on a machine with an NVIDIA GPU:
 #   libsdpa with every fused kernel -> Python package -> GoogleTest GPU suites -> compute-sanitizer
 #   (memcheck, racecheck; one config per bias) -> pytest (GPU tests included) -> benchmark.
-# Logs go to $OUT (or ./gpu_verify_out): log.txt (everything), summary.txt, bench.md, bench.png.
+# Logs go to $OUT (or ./gpu_verify_out): log.txt (everything), summary.txt, bench.md, bench.png, decode.md,
+# varlen.md, clocks.md.
 #
 # A build made elsewhere can be reused: point SDPA_PREBUILT at a CMake build dir of this repo configured
 # with -DCMAKE_INSTALL_PREFIX=<dir>/install and installed (scripts/build_gpu_prebuilt.sh makes one).
@@ -133,9 +134,12 @@ run_step pytest "pytest (GPU tests included)" "$PY" -m pytest "${XDIST[@]}" -v -
 run_step bench "benchmark" "$PY" -m benchmarks.sdpa_bench --md "$OUT/bench.md" --png "$OUT/bench.png"
 run_step bench "decode benchmark" "$PY" -m benchmarks.sdpa_bench.decode --md "$OUT/decode.md"
 run_step bench "serving layouts benchmark" "$PY" -m benchmarks.sdpa_bench.varlen --md "$OUT/varlen.md"
+# the SM clock and board power under each plain forward (~1 min): whether the card's power cap moved a ratio
+run_step bench "clocks benchmark" "$PY" -m benchmarks.sdpa_bench.clocks --md "$OUT/clocks.md"
 
 cat "$SUMMARY"
 [ -f "$OUT/bench.md" ] && cat "$OUT/bench.md"
 [ -f "$OUT/decode.md" ] && cat "$OUT/decode.md"
 [ -f "$OUT/varlen.md" ] && cat "$OUT/varlen.md"
+[ -f "$OUT/clocks.md" ] && cat "$OUT/clocks.md"
 exit $failures

@@ -47,10 +47,17 @@ def sampled_loop(fn, seconds: float) -> tuple[float, list[tuple[float, float, in
         finally:
             smi.terminate()
             smi.wait()
-        rows = [line.split(",") for line in log.read().splitlines() if line.count(",") == 2]
-    samples = [(float(mhz), float(watts), int(reasons, 16)) for mhz, watts, reasons in rows
-               if mhz.strip().isdigit()]
+        samples = [s for s in map(_sample, log.read().splitlines()) if s is not None]
     return start.elapsed_time(end) / calls, samples[len(samples) // 2:]
+
+
+def _sample(line: str) -> tuple[float, float, int] | None:
+    """One nvidia-smi line as (MHz, W, reason bits); None for a line with a field the driver did not give."""
+    try:
+        mhz, watts, reasons = (field.strip() for field in line.split(","))
+        return float(mhz), float(watts), int(reasons, 16)
+    except ValueError:  # "[N/A]", "[Not Supported]", a partial line
+        return None
 
 
 def measure(case_name: str, seconds: float) -> list[tuple[str, float, float, float, int]]:

@@ -27,6 +27,9 @@ MASKS = {
     "dense": "dense additive bias (1, H, Sq, Skv) in the query dtype",
     "dense_causal": "dense additive bias (1, H, Sq, Skv) plus causal upper-left",
 }
+# The masks with a causal part, and those whose inputs carry the dense (1, H, Sq, Skv) bias.
+CAUSAL_MASKS = frozenset({"causal", "lower_right", "alibi_causal", "dense_causal"})
+DENSE_MASKS = frozenset({"dense", "dense_causal"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,11 @@ class Case:
         # For Sq != Skv the token budget counts keys (the longer side), so the KV traffic matches
         # the square cases; the table prints B to make it visible.
         return self.batch_override or max(1, TOKENS // max(self.sq, self.skv))
+
+    @property
+    def causal_offset(self) -> int:
+        """Row i of a causal mask keeps keys 0 .. i + causal_offset (lower-right: Skv - Sq)."""
+        return self.skv - self.sq if self.mask == "lower_right" else 0
 
     def flops(self, mode: str) -> float:
         fwd = 4.0 * self.batch * self.heads * self.sq * self.skv * self.d * kept_fraction(self)
@@ -93,10 +101,9 @@ def kept_fraction(case: Case) -> float:
     Upper-left: row i keeps keys 0..i. Lower-right: row i keeps keys 0..i + (Skv - Sq). Summed row by
     row (at most 16k rows), so Sq != Skv and clipped rows are exact; S8k causal keeps (S + 1) / 2S.
     """
-    if case.mask in ("none", "dense"):
+    if case.mask not in CAUSAL_MASKS:
         return 1.0
-    offset = case.skv - case.sq if case.mask == "lower_right" else 0
-    kept = sum(min(max(i + offset + 1, 0), case.skv) for i in range(case.sq))
+    kept = sum(min(max(i + case.causal_offset + 1, 0), case.skv) for i in range(case.sq))
     return kept / (case.sq * case.skv)
 
 
@@ -132,7 +139,7 @@ def make_inputs(case: Case, device: torch.device, grad: bool, dtype=torch.bfloat
     t = Inputs(mk(shape_q), mk(shape_kv), mk(shape_kv))
     if case.mask == "alibi_causal":
         t.slopes = sdpa_core.alibi_slopes(case.heads).to(device)
-    if case.mask in ("dense", "dense_causal"):
+    if case.mask in DENSE_MASKS:
         t.bias = torch.randn(1, case.heads, case.sq, case.skv, device=device, dtype=dtype,
                              requires_grad=grad and case.bias_grad)
     return t
@@ -140,12 +147,11 @@ def make_inputs(case: Case, device: torch.device, grad: bool, dtype=torch.bfloat
 
 def keep_mask(case: Case, device: torch.device) -> torch.Tensor | None:
     """(Sq, Skv) bool, True = attend; None when the case has no causal part."""
-    if case.mask not in ("causal", "lower_right", "alibi_causal", "dense_causal"):
+    if case.mask not in CAUSAL_MASKS:
         return None
-    offset = case.skv - case.sq if case.mask == "lower_right" else 0
     q_idx = torch.arange(case.sq, device=device)[:, None]
     kv_idx = torch.arange(case.skv, device=device)[None, :]
-    return kv_idx <= q_idx + offset
+    return kv_idx <= q_idx + case.causal_offset
 
 
 def materialized_keep_mask(case: Case, t: Inputs) -> torch.Tensor:

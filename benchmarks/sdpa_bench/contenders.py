@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 import sdpa_core
 
-from .cases import Case, Inputs, materialized_alibi, materialized_dense_causal, materialized_keep_mask
+from .cases import (CAUSAL_MASKS, DENSE_MASKS, Case, Inputs, materialized_alibi, materialized_dense_causal,
+                    materialized_keep_mask)
 
 SDPA_CORE = "sdpa_core"
 SDPA_OWN = "sdpa_core own"
@@ -224,9 +225,9 @@ def _flex_parts(case: Case, t: Inputs, compiled: bool):
         # case's fwd and fwd+bwd rows share (grad mode is a guard: one recompile per mode).
         torch._dynamo.reset()
         fn = torch.compile(flex_attention, dynamic=False)
-    offset = case.skv - case.sq if case.mask == "lower_right" else 0
+    offset = case.causal_offset
     block_mask = None
-    if case.mask in ("causal", "alibi_causal", "lower_right", "dense_causal"):
+    if case.mask in CAUSAL_MASKS:
         block_mask = create_block_mask(lambda b, h, qi, ki: qi + offset >= ki, None, None,
                                        case.sq, case.skv, device=t.q.device)
     return fn, block_mask
@@ -236,7 +237,7 @@ def _score_mod(case: Case, t: Inputs):
     if case.mask == "alibi_causal":
         slopes, shift = t.slopes, case.skv - case.sq
         return lambda s, b, h, qi, ki: s - slopes[h] * (qi + shift - ki).abs()
-    if case.mask in ("dense", "dense_causal"):
+    if case.mask in DENSE_MASKS:
         bias = t.bias
         return lambda s, b, h, qi, ki: s + bias[0, h, qi, ki]
     return None
